@@ -1,0 +1,1 @@
+"""Text to keystrokes for real keyboard layouts (tables generated from XKB)."""

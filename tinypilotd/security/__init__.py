@@ -1,0 +1,1 @@
+"""TLS material, API tokens' neighbours: the Automation Licence."""

@@ -1,0 +1,1 @@
+"""A virtual target computer for running the device without hardware."""

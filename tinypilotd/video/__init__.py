@@ -1,0 +1,1 @@
+"""The supervised capture pipeline and the latest-frame cache."""
