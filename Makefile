@@ -24,6 +24,7 @@ $(STAMP): setup.cfg pyproject.toml
 
 run: $(STAMP)
 	@mkdir -p run
+	@for f in keyboard mouse leds control; do [ -p run/$$f.fifo ] || mkfifo run/$$f.fifo; done
 	@echo
 	@echo "  tinypilotd demo: a virtual target computer behind FIFOs in ./run"
 	@echo "  REST API:  https://localhost:8443/api/v1/"

@@ -11,25 +11,13 @@ import time
 
 import pytest
 import pytest_twisted
-import treq
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from treq.client import HTTPClient
-from twisted.internet import reactor, ssl
 from twisted.internet.error import ConnectionRefusedError
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 
 from tinypilotd.security.license import issue, publicKeyText
 from tinypilotd.testing import startDaemon, twistdPath
 
 pytestmark = pytest.mark.integration
-
-
-def client(daemon) -> HTTPClient:
-    """A treq client that trusts only the daemon's CA and checks the hostname."""
-    with open(daemon.caPath, "rb") as f:
-        trust = ssl.Certificate.loadPEM(f.read())
-    pool = HTTPConnectionPool(reactor, persistent=False)
-    return HTTPClient(Agent(reactor, contextFactory=BrowserLikePolicyForHTTPS(trustRoot=trust), pool=pool))
 
 
 @pytest.fixture
@@ -89,7 +77,7 @@ async def test_licensed_flow_over_tls_and_sigterm(tmp_path, fifos):
     )
     daemon = startDaemon(str(tmp_path), "--keyboard", kbd, "--mouse", mouse, config=config)
     try:
-        http = client(daemon)
+        http = daemon.client()
         response = await http.post(daemon.url + "/api/v1/auth")
         assert response.code == 403
         assert "Automation Licence" in await response.text()
@@ -147,7 +135,7 @@ async def test_password_mode_over_tls(tmp_path, fifos):
     config = "[auth]\npassword_required = true\n[license]\nrequired = false\n"
     daemon = startDaemon(str(tmp_path), "--keyboard", kbd, "--mouse", mouse, config=config)
     try:
-        http = client(daemon)
+        http = daemon.client()
         for method, path in [("POST", "auth"), ("POST", "keystroke"), ("GET", "screenshot")]:
             response = await http.request(method, f"{daemon.url}/api/v1/{path}")
             assert response.code == 403
@@ -156,6 +144,7 @@ async def test_password_mode_over_tls(tmp_path, fifos):
         assert daemon.stop() == 0
 
 
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
 @pytest_twisted.ensureDeferred
 async def test_tls_1_1_refused(tmp_path, fifos):
     """A client limited to TLS 1.1 cannot connect: TLS 1.2 or newer only."""

@@ -11,6 +11,9 @@ C{/dev/hidg1}, C{/var/lib/tinypilot}).
 
 import os
 import shlex
+import shutil
+import signal
+import sys
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -92,6 +95,18 @@ def resolveEndpoint(description: str, serverCert: str, serverKey: str) -> str:
     return description
 
 
+def resolveCommand(argv: list[str]) -> list[str]:
+    """
+    Look a bare command name up on C{PATH}, then beside the daemon's own
+    Python, so that console scripts installed with the daemon (the virtual
+    target) run without an activated virtualenv.
+    """
+    if not argv or os.sep in argv[0]:
+        return argv
+    found = shutil.which(argv[0]) or shutil.which(argv[0], path=os.path.dirname(sys.executable))
+    return [found or argv[0], *argv[1:]]
+
+
 def isPlaintext(description: str) -> bool:
     return description.split(":", 1)[0] in ("tcp", "tcp6", "unix", "systemd")
 
@@ -135,6 +150,24 @@ class _Announce(Service):
             )
 
 
+class _ExitZeroOnSIGTERM(Service):
+    """
+    SIGTERM is how systemd and operators ask the daemon to stop; once every
+    service has stopped cleanly that is a success, so exit 0 rather than
+    re-raising the signal as twistd does by default.  (The reactor records
+    the signal in C{_exitSignal}, its documented
+    C{_ISupportsExitSignalCapturing} attribute.)
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+
+    def stopService(self) -> None:
+        super().stopService()
+        if getattr(self._reactor, "_exitSignal", None) == signal.SIGTERM:
+            self._reactor._exitSignal = None
+
+
 def makeService(options: Options, reactor: Any = None) -> IService:
     """
     Build the daemon: the HID devices, the capture pipeline and one listening
@@ -163,6 +196,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         config.license.required,
     )
     root = MultiService()
+    _ExitZeroOnSIGTERM(reactor).setServiceParent(root)
 
     keyboard = Keyboard(
         config.hid.keyboard,
@@ -176,7 +210,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     mouse.setServiceParent(root)
 
     frames = FrameCache(stale_after=config.video.stale_after, clock=reactor)
-    argv = shlex.split(config.video.command)
+    argv = resolveCommand(shlex.split(config.video.command))
     if argv:
         CaptureService(
             argv,
@@ -208,7 +242,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         fingerprint=tls.ca_fingerprint,
         keyboard=config.hid.keyboard,
         mouse=config.hid.mouse,
-        video=f"pipeline {argv[0]}" if argv else "off (no video.command)",
+        video=f"pipeline {os.path.basename(argv[0])}" if argv else "off (no video.command)",
         licence=licence.describe() if not config.auth.password_required else "unused (password mode)",
     ).setServiceParent(root)
     if tls.renewed:

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import IO
+from typing import IO, Any
 
 import attrs
 
@@ -48,6 +48,20 @@ class Daemon:
     def logText(self) -> str:
         with open(self.logPath, encoding="utf-8", errors="replace") as f:
             return f.read()
+
+    def client(self) -> Any:
+        """
+        A treq C{HTTPClient} that trusts only this daemon's CA and checks the
+        hostname, without connection reuse.
+        """
+        from treq.client import HTTPClient
+        from twisted.internet import reactor, ssl
+        from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+
+        with open(self.caPath, "rb") as f:
+            trust = ssl.Certificate.loadPEM(f.read())
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        return HTTPClient(Agent(reactor, contextFactory=BrowserLikePolicyForHTTPS(trustRoot=trust), pool=pool))
 
     def stop(self, timeout: float = 5.0) -> int:
         """

@@ -230,8 +230,10 @@ class TinyPilotAPI:
             count=len(self._tokens),
             client=getattr(request.getClientAddress(), "host", "?"),
         )
+        body = json.dumps({"token": token}).encode("ascii")
         request.setHeader(b"content-type", b"application/json")
-        return json.dumps({"token": token}).encode("ascii")
+        request.setHeader(b"content-length", b"%d" % len(body))
+        return body
 
     @app.route("/api/v1/screenshot", methods=["GET"])
     async def screenshot(self, request: IRequest) -> bytes:
