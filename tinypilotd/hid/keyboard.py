@@ -1,0 +1,449 @@
+"""
+The keyboard: one queue of keystrokes and pastes in front of C{/dev/hidg0}.
+
+Ordering rules, all enforced by running one job at a time:
+
+  - A keystroke is its press report then the all-zero release, adjacent on
+    the wire.  A modifier key on its own (C{ShiftLeft}, ...) is pressed and
+    held until the next keystroke, whose press carries the held bits and
+    whose release lets go of everything: that is how a client shift-clicks.
+  - Pastes are typed one after the other, never interleaved.  Keystrokes are
+    served before the next character of a paste, so a keystroke sent during a
+    long paste lands between two characters, never inside one.
+  - If a press went out and its release did not, the release is owed: it is
+    written before anything else, and retried in the background until the
+    device takes it, so that no key stays down on the target.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+
+from tinypilotd.errors import DeviceUnavailable
+from tinypilotd.hid.leds import LedReader
+from tinypilotd.hid.reports import (
+    KEYBOARD_RELEASE,
+    KEYBOARD_REPORT_SIZE,
+    Keystroke,
+    keyboard_report,
+)
+from tinypilotd.hid.writer import ReportWriter, detached
+from tinypilotd.paste.layouts import PasteRequest, press_report
+
+NUM_LOCK = 0x01
+CAPS_LOCK = 0x02
+SCROLL_LOCK = 0x04
+
+#: Reports written back to back before a paste lets the reactor run.
+_REPORTS_PER_TURN = 128
+#: Background retries of an owed release: first delay and cap (seconds).
+_RECOVERY_MIN = 0.05
+_RECOVERY_MAX = 2.0
+
+
+@attrs.define
+class _Paste:
+    request: PasteRequest
+    typed: int = 0
+    started: bool = False
+
+    @property
+    def total(self) -> int:
+        return len(self.request.text)
+
+
+class Keyboard(Service):
+    """
+    The keyboard gadget: keystrokes, pastes and the target's LED state.
+
+    @ivar caps_lock: Caps Lock is on, according to the target's latest LED
+        output report (False until one arrives).
+    @ivar num_lock: likewise for Num Lock.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        write_timeout: float = 0.5,
+        report_interval: float = 0.0,
+        leds_path: str | None = None,
+        reactor: Any = None,
+    ) -> None:
+        """
+        @param path: the keyboard device (C{/dev/hidg0}) or a FIFO.
+        @param write_timeout: how long one report may wait for the device.
+        @param report_interval: minimum time between two reports, for targets
+            that drop fast input (0: as fast as the device takes them).
+        @param leds_path: with a FIFO C{path}, a FIFO that carries the LED
+            output reports (1 byte each); a character device C{path} carries
+            them itself.
+        @param reactor: an C{IReactorFDSet} and C{IReactorTime}.
+        """
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+
+            reactor = _reactor
+        self.path = path
+        self._reactor = reactor
+        self._clock: IReactorTime = reactor
+        self._interval = report_interval
+        self._leds = 0
+        self._writer = ReportWriter(
+            path,
+            KEYBOARD_REPORT_SIZE,
+            name="keyboard",
+            write_timeout=write_timeout,
+            on_read=self._ledReport if leds_path is None else None,
+            reactor=reactor,
+        )
+        self._ledReader = (
+            LedReader(leds_path, self._ledReport, reactor=reactor)
+            if leds_path is not None
+            else None
+        )
+        self._keystrokes: deque[tuple[Keystroke, Deferred[None]]] = deque()
+        self._pastes: deque[_Paste] = deque()
+        self._busy = False
+        self._idleWaiters: list[Deferred[None]] = []
+        self._stopping = False
+        # What the target currently sees: the last report written.
+        self._wire = KEYBOARD_RELEASE
+        # Modifier bits deliberately held down by a modifier-key keystroke.
+        self._held = 0
+        self._lastWriteAt: float | None = None
+        self._sinceYield = 0
+        self._recoveryCall: IDelayedCall | None = None
+        self._recoveryDelay = _RECOVERY_MIN
+        self._recoveryDue = False
+
+    # -- LEDs --------------------------------------------------------------
+
+    @property
+    def caps_lock(self) -> bool:
+        return bool(self._leds & CAPS_LOCK)
+
+    @property
+    def num_lock(self) -> bool:
+        return bool(self._leds & NUM_LOCK)
+
+    @property
+    def scroll_lock(self) -> bool:
+        return bool(self._leds & SCROLL_LOCK)
+
+    def _ledReport(self, data: bytes) -> None:
+        # Each byte is one report; only the latest state matters.
+        leds = data[-1] & (NUM_LOCK | CAPS_LOCK | SCROLL_LOCK)
+        if leds != self._leds:
+            self._leds = leds
+            self.log.info(
+                "keyboard {path}: target LEDs now Caps Lock {caps},"
+                " Num Lock {num}, Scroll Lock {scroll}",
+                path=self.path,
+                caps=_onOff(self.caps_lock),
+                num=_onOff(self.num_lock),
+                scroll=_onOff(self.scroll_lock),
+            )
+
+    # -- Service -----------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self._stopping = False
+        try:
+            self._writer.open()
+        except DeviceUnavailable:
+            pass  # logged by the writer; the next request tries again
+        if self._ledReader is not None:
+            self._ledReader.start()
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop taking work, finish the report in flight, then release every key.
+
+        Queued keystrokes fail, queued pastes are dropped and a paste being
+        typed stops after its current character.  The final all-zero report
+        waits at most the write timeout.
+        """
+        super().stopService()
+        self._stopping = True
+        self._cancelRecovery()
+        while self._keystrokes:
+            _, d = self._keystrokes.popleft()
+            d.errback(DeviceUnavailable(self.path, "shutting down"))
+        dropped = [p for p in self._pastes if not p.started]
+        for paste in dropped:
+            self._pastes.remove(paste)
+        if dropped:
+            self.log.info(
+                "keyboard {path}: shutting down, {count} queued paste(s) dropped",
+                path=self.path,
+                count=len(dropped),
+            )
+        d = self._whenIdle()
+        d.addCallback(lambda _: Deferred.fromCoroutine(self._releaseAtStop()))
+        return d
+
+    async def _releaseAtStop(self) -> None:
+        self._held = 0
+        try:
+            await self._write(KEYBOARD_RELEASE)
+        except DeviceUnavailable as e:
+            self.log.warn(
+                "keyboard {path}: could not release keys at shutdown ({reason})",
+                path=self.path,
+                reason=e.reason,
+            )
+        finally:
+            self._writer.close()
+            if self._ledReader is not None:
+                self._ledReader.stop()
+
+    # -- requests ----------------------------------------------------------
+
+    def keystroke(self, ks: Keystroke) -> Deferred[None]:
+        """
+        Queue one keystroke.
+
+        @return: fires when its press and release are written (for a modifier
+            key, when its press is written); fails with L{DeviceUnavailable}.
+            Cancelling it does not withdraw the keystroke.
+        """
+        d: Deferred[None] = Deferred()
+        if self._stopping:
+            d.errback(DeviceUnavailable(self.path, "shutting down"))
+            return d
+        self._keystrokes.append((ks, d))
+        self._kick()
+        return detached(d)
+
+    def paste(self, request: PasteRequest) -> None:
+        """
+        Queue a validated text to be typed after everything queued before it.
+        """
+        if self._stopping:
+            self.log.warn(
+                "keyboard {path}: shutting down, paste of {count} characters"
+                " dropped",
+                path=self.path,
+                count=len(request.text),
+            )
+            return
+        self._pastes.append(_Paste(request))
+        self._kick()
+
+    # -- the queue ---------------------------------------------------------
+
+    def _kick(self) -> None:
+        if self._busy:
+            return
+        self._busy = True
+        d = Deferred.fromCoroutine(self._run())
+        d.addErrback(
+            lambda f: self.log.failure(
+                "keyboard {path}: queue runner crashed", f, path=self.path
+            )
+        )
+
+    def _whenIdle(self) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        if self._busy:
+            self._idleWaiters.append(d)
+        else:
+            d.callback(None)
+        return d
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                if self._keystrokes:
+                    ks, d = self._keystrokes.popleft()
+                    try:
+                        await self._typeKeystroke(ks)
+                    except DeviceUnavailable as e:
+                        d.errback(e)
+                    else:
+                        d.callback(None)
+                elif self._pastes:
+                    await self._typeNextCharacter(self._pastes[0])
+                elif self._recoveryDue:
+                    self._recoveryDue = False
+                    await self._recover()
+                else:
+                    break
+        finally:
+            self._busy = False
+            if self._owesRelease() and not self._stopping:
+                self._scheduleRecovery()
+            waiters, self._idleWaiters = self._idleWaiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    async def _typeKeystroke(self, ks: Keystroke) -> None:
+        await self._settle(keep_held=True)
+        held, self._held = self._held, 0
+        if ks.hold:
+            bits = held | ks.modifiers
+            await self._write(keyboard_report(bits, 0))
+            self._held = bits
+            return
+        await self._write(keyboard_report(held | ks.modifiers, ks.usage))
+        await self._write(KEYBOARD_RELEASE)
+
+    async def _typeNextCharacter(self, paste: _Paste) -> None:
+        if self._stopping:
+            self._pastes.popleft()
+            self.log.info(
+                "keyboard {path}: shutting down, paste stopped after {typed}"
+                " of {total} characters",
+                path=self.path,
+                typed=paste.typed,
+                total=paste.total,
+            )
+            return
+        if not paste.started:
+            paste.started = True
+            self._held = 0
+        if paste.typed == paste.total:
+            self._pastes.popleft()
+            self.log.info(
+                "keyboard {path}: pasted {total} characters ({layout})",
+                path=self.path,
+                total=paste.total,
+                layout=paste.request.layout.tag,
+            )
+            return
+        if self._sinceYield >= _REPORTS_PER_TURN:
+            # Let the reactor read new requests between two characters.
+            self._sinceYield = 0
+            await deferLater(self._clock, 0, lambda: None)
+        char = paste.request.text[paste.typed]
+        try:
+            await self._typeCharacter(paste, char)
+        except DeviceUnavailable as e:
+            self._pastes.popleft()
+            self.log.warn(
+                "keyboard {path}: paste stopped after {typed} of {total}"
+                " characters ({reason}); the rest is dropped and all keys"
+                " released",
+                path=self.path,
+                typed=paste.typed,
+                total=paste.total,
+                reason=e.reason,
+            )
+            return
+        paste.typed += 1
+
+    async def _typeCharacter(self, paste: _Paste, char: str) -> None:
+        try:
+            presses = paste.request.layout.presses(char)
+        except KeyError:
+            self.log.error(
+                "keyboard {path}: layout {layout} cannot type {char!r};"
+                " skipped",
+                path=self.path,
+                layout=paste.request.layout.tag,
+                char=char,
+            )
+            return
+        await self._settle(keep_held=False)
+        for press in presses:
+            # Caps Lock is read now, not when the paste was queued: the
+            # target may toggle it while a long text is being typed.
+            modifiers, usage = press_report(press, self.caps_lock)
+            await self._write(keyboard_report(modifiers, usage))
+            await self._write(KEYBOARD_RELEASE)
+
+    # -- the wire ----------------------------------------------------------
+
+    async def _write(self, report: bytes) -> None:
+        if self._interval > 0 and self._lastWriteAt is not None:
+            wait = self._lastWriteAt + self._interval - self._clock.seconds()
+            if wait > 0:
+                await deferLater(self._clock, wait, lambda: None)
+        await self._writer.write(report)
+        self._wire = report
+        self._sinceYield += 1
+        if self._interval > 0:
+            self._lastWriteAt = self._clock.seconds()
+
+    def _owesRelease(self) -> bool:
+        """
+        Something is down on the target that nobody meant to hold.
+        """
+        if self._wire == KEYBOARD_RELEASE:
+            return False
+        return not (self._held and self._wire == keyboard_report(self._held, 0))
+
+    async def _settle(self, *, keep_held: bool) -> None:
+        """
+        Before a job's first report: write the owed release, and also let go
+        of held modifiers unless C{keep_held}.
+        """
+        if self._wire == KEYBOARD_RELEASE:
+            return
+        if keep_held and not self._owesRelease():
+            return
+        owed = self._owesRelease()
+        self._held = 0
+        await self._write(KEYBOARD_RELEASE)
+        if owed:
+            self._recovered()
+
+    # -- releasing keys left down by a failed write ------------------------
+
+    def _scheduleRecovery(self) -> None:
+        if self._recoveryCall is not None and self._recoveryCall.active():
+            return
+        if self._recoveryDelay == _RECOVERY_MIN:
+            self.log.warn(
+                "keyboard {path}: a key may still be down on the target;"
+                " releasing it as soon as the device takes a report",
+                path=self.path,
+            )
+        self._recoveryCall = self._clock.callLater(
+            self._recoveryDelay, self._recoveryTimer
+        )
+        self._recoveryDelay = min(self._recoveryDelay * 2, _RECOVERY_MAX)
+
+    def _recoveryTimer(self) -> None:
+        self._recoveryCall = None
+        self._recoveryDue = True
+        self._kick()
+
+    async def _recover(self) -> None:
+        if not self._owesRelease():
+            return
+        try:
+            await self._settle(keep_held=True)
+        except DeviceUnavailable:
+            pass  # the runner reschedules with a longer delay
+
+    def _recovered(self) -> None:
+        self._cancelRecovery()
+        if self._recoveryDelay != _RECOVERY_MIN:
+            self.log.info(
+                "keyboard {path}: released the keys left down by a failed write",
+                path=self.path,
+            )
+        self._recoveryDelay = _RECOVERY_MIN
+
+    def _cancelRecovery(self) -> None:
+        if self._recoveryCall is not None and self._recoveryCall.active():
+            self._recoveryCall.cancel()
+        self._recoveryCall = None
+        self._recoveryDue = False
+
+
+def _onOff(flag: bool) -> str:
+    return "on" if flag else "off"

@@ -1,0 +1,167 @@
+"""
+The absolute mouse: one queue of reports in front of C{/dev/hidg1}.
+
+A target that polls slowly (or a client that streams pointer moves faster
+than the target collects them) would let moves pile up behind the device.
+While a report is in flight, a move that follows a queued move replaces it:
+the latest position wins, and both requests complete when it is written.  A
+report that changes the buttons, or carries wheel or pan, is never merged or
+dropped, and a move is never merged into one: a click stays where it was
+requested.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from tinypilotd.errors import DeviceUnavailable
+from tinypilotd.hid.reports import MOUSE_REPORT_SIZE, MouseEvent, mouse_report
+from tinypilotd.hid.writer import ReportWriter, detached
+
+
+@attrs.define
+class _Pending:
+    event: MouseEvent
+    waiters: list[Deferred[None]]
+    # Same buttons as the report before it, no wheel or pan.
+    is_move: bool
+
+
+class Mouse(Service):
+    """
+    The mouse gadget.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self, path: str, *, write_timeout: float = 0.5, reactor: Any = None
+    ) -> None:
+        """
+        @param path: the mouse device (C{/dev/hidg1}) or a FIFO.
+        @param write_timeout: how long one report may wait for the device.
+        @param reactor: an C{IReactorFDSet} and C{IReactorTime}.
+        """
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+
+            reactor = _reactor
+        self.path = path
+        self._writer = ReportWriter(
+            path,
+            MOUSE_REPORT_SIZE,
+            name="mouse",
+            write_timeout=write_timeout,
+            reactor=reactor,
+        )
+        self._queue: deque[_Pending] = deque()
+        self._busy = False
+        self._idleWaiters: list[Deferred[None]] = []
+        self._stopping = False
+        # The last report handed to the device (in flight or written).
+        self._last: MouseEvent | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._stopping = False
+        try:
+            self._writer.open()
+        except DeviceUnavailable:
+            pass  # logged by the writer; the next request tries again
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop taking work, finish the report in flight, then write a report
+        with every button up (at the last position, so the pointer does not
+        jump), waiting at most the write timeout.
+        """
+        super().stopService()
+        self._stopping = True
+        while self._queue:
+            for d in self._queue.popleft().waiters:
+                d.errback(DeviceUnavailable(self.path, "shutting down"))
+        d = self._whenIdle()
+        d.addCallback(lambda _: Deferred.fromCoroutine(self._releaseAtStop()))
+        return d
+
+    async def _releaseAtStop(self) -> None:
+        try:
+            if self._last is not None:
+                await self._writer.write(
+                    mouse_report(MouseEvent(0, self._last.x, self._last.y))
+                )
+        except DeviceUnavailable as e:
+            self.log.warn(
+                "mouse {path}: could not release buttons at shutdown ({reason})",
+                path=self.path,
+                reason=e.reason,
+            )
+        finally:
+            self._writer.close()
+
+    def send(self, ev: MouseEvent) -> Deferred[None]:
+        """
+        Queue one mouse report.
+
+        @return: fires when it (or a later move that replaced it) is written;
+            fails with L{DeviceUnavailable}.  Cancelling it does not withdraw
+            the report.
+        """
+        d: Deferred[None] = Deferred()
+        if self._stopping:
+            d.errback(DeviceUnavailable(self.path, "shutting down"))
+            return d
+        before = self._queue[-1].event if self._queue else self._last
+        is_move = ev.is_move and before is not None and ev.buttons == before.buttons
+        if is_move and self._queue and self._queue[-1].is_move:
+            tail = self._queue[-1]
+            tail.event = ev
+            tail.waiters.append(d)
+        else:
+            self._queue.append(_Pending(ev, [d], is_move))
+            self._kick()
+        return detached(d)
+
+    def _kick(self) -> None:
+        if self._busy:
+            return
+        self._busy = True
+        d = Deferred.fromCoroutine(self._run())
+        d.addErrback(
+            lambda f: self.log.failure(
+                "mouse {path}: queue runner crashed", f, path=self.path
+            )
+        )
+
+    def _whenIdle(self) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        if self._busy:
+            self._idleWaiters.append(d)
+        else:
+            d.callback(None)
+        return d
+
+    async def _run(self) -> None:
+        try:
+            while self._queue:
+                pending = self._queue.popleft()
+                self._last = pending.event
+                try:
+                    await self._writer.write(mouse_report(pending.event))
+                except DeviceUnavailable as e:
+                    for d in pending.waiters:
+                        d.errback(e)
+                else:
+                    for d in pending.waiters:
+                        d.callback(None)
+        finally:
+            self._busy = False
+            waiters, self._idleWaiters = self._idleWaiters, []
+            for waiter in waiters:
+                waiter.callback(None)
