@@ -244,6 +244,33 @@ def test_exits_quietly_when_stdout_closes(target: Target) -> None:
     assert target.proc.wait(5) == 0
     assert target.proc.stderr is not None
     assert target.proc.stderr.read() == b""
-    assert target.events()[-1] == {**target.events()[-1], "event": "exit", "reason": "stdout closed"}
+    last = target.events()[-1]
+    assert (last["event"], last.get("reason")) == ("exit", "stdout closed")
     os.close(target.leds_fd)
     target.proc.stderr.close()
+
+
+def test_layout_option_and_caps_from_the_control_fifo(tmp_path: Path) -> None:
+    """
+    C{--layout de-DE} decodes with the German table (AltGr+Q is @, Z/Y
+    swapped), and the control FIFO's C{caps on} sets Caps Lock on the target's
+    side: the LED FIFO reports it and letters come out in capitals.
+    """
+    target = Target(tmp_path, "--layout", "de-de")
+    try:
+        kbd = open_writer(target.kbd)
+        ctl = open_writer(target.control)
+        assert wait_for(target.leds_read, what="the initial LED report") == b"\x00"
+        start = target.events()[0]
+        assert (start["event"], start["layout"], start["width"]) == ("start", "de-DE", 640)
+        os.write(kbd, key(0x14, 0x40) + key(0x1C))
+        wait_for(lambda: len(target.events("key")) >= 2, what="2 keys")
+        os.write(ctl, b"caps on\n")
+        assert wait_for(target.leds_read, what="the Caps Lock LED report") == b"\x02"
+        os.write(kbd, key(0x1D))
+        keys = wait_for(lambda: len(target.events("key")) >= 3 and target.events("key"), what="3 keys")
+        assert [e["char"] for e in keys] == ["@", "z", "Y"]
+        os.close(kbd)
+        os.close(ctl)
+    finally:
+        assert target.stop() == 0

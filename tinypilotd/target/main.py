@@ -144,6 +144,7 @@ class Target:
         for path in (args.keyboard, args.mouse, args.leds, args.control):
             if path:
                 ensure_fifo(path)
+        self.log("start", width=width, height=height, fps=args.fps, layout=self.decoder.table.tag, pid=os.getpid())
         self._plug()
         if args.control:
             self.control_fd = open_reader(args.control)
@@ -393,8 +394,6 @@ def main(argv: list[str] | None = None) -> int:
 
     was_blocking = os.get_blocking(1)
     os.set_blocking(1, False)
-    w, h = args.size
-    transcript("start", width=w, height=h, fps=args.fps, layout=target.decoder.table.tag, pid=os.getpid())
     try:
         target.run(sig_r, on_signal)
     except BrokenPipeError:
