@@ -58,9 +58,12 @@ class FakeFrames:
     def __init__(self, frame=None):
         self.frame = frame
         self.freshAsked = []
+        self.pending = None
 
     def screenshot(self, fresh=False):
         self.freshAsked.append(fresh)
+        if self.pending is not None:
+            return self.pending
         return succeed(self.frame)
 
 
@@ -348,3 +351,32 @@ async def test_screenshot_serves_frame_with_headers(tmp_path):
     assert h.getRawHeaders("x-capture-time") == ["2025-12-04T20:26:40.250Z"]
     assert h.getRawHeaders("x-frame-sequence") == ["7"]
     assert device.frames.freshAsked == [True]
+
+
+@pytest_twisted.ensureDeferred
+async def test_screenshot_fresh_waits_for_the_frame(tmp_path):
+    """?fresh=1 answers when the frame cache's Deferred fires, not before."""
+    frame = Frame(data=b"\xff\xd8new\xff\xd9", captured_at=0.0, sequence=9, width=1, height=1)
+    device = makeDevice(tmp_path)
+    device.frames.pending = Deferred()
+    tok = await token(device)
+    answer = device.treq.get("https://tinypilot/api/v1/screenshot?fresh=1", headers={"Authorization": f"Bearer {tok}"})
+    got = []
+    answer.addCallback(got.append)
+    device.treq.flush()
+    assert got == []
+    device.frames.pending.callback(frame)
+    device.treq.flush()
+    [response] = got
+    assert response.code == 200
+    assert await response.content() == frame.data
+
+
+@pytest_twisted.ensureDeferred
+async def test_screenshot_wrong_method_is_405(device):
+    """POST on the screenshot is a text/plain 405 with Allow: GET."""
+    tok = await token(device)
+    code, headers, _ = await post(device, "screenshot", {}, tok)
+    assert code == 405
+    assert headers.getRawHeaders("allow") == ["GET"]
+    assert headers.getRawHeaders("content-type") == ["text/plain; charset=utf-8"]
