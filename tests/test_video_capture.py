@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,8 +36,9 @@ class FakeProcess:
     """
 
     def __init__(self, reactor: FakeProcessReactor, proto: Any, args: list[str],
-                 env: object) -> None:
+                 env: object, stdout: int) -> None:
         self.reactor = reactor
+        self.stdout: int | None = os.dup(stdout)  # the child's fd 1
         self.proto = proto
         self.args = args
         self.env = env
@@ -62,7 +64,15 @@ class FakeProcess:
             self.exit(signal=9)
 
     def out(self, data: bytes) -> None:
-        self.proto.childDataReceived(1, data)
+        assert self.stdout is not None
+        os.write(self.stdout, data)
+        self.reactor.pump()
+
+    def close_stdout(self) -> None:
+        if self.stdout is not None:
+            os.close(self.stdout)
+            self.stdout = None
+            self.reactor.pump()
 
     def err(self, data: bytes) -> None:
         self.proto.childDataReceived(2, data)
@@ -71,6 +81,8 @@ class FakeProcess:
         if self.pid is None:
             return
         self.pid = None
+        if not self.hold_pipes and not self.reactor.eof_after_exit:
+            self.close_stdout()
         if code == 0:
             reason = Failure(ProcessDone(0))
         else:
@@ -102,6 +114,20 @@ class FakeProcessReactor(MemoryReactorClock):
         self.ignore_term = False
         self.ignore_kill = False
         self.hold_pipes = False
+        self.eof_after_exit = False
+
+    def pump(self) -> None:
+        """
+        Do what the reactor would for readable descriptors: read them until
+        they would block, and disconnect them at end of file.
+        """
+        for reader in list(self.readers):
+            for _ in range(16):
+                why = reader.doRead()
+                if why is not None:
+                    self.removeReader(reader)
+                    reader.connectionLost(Failure(why))
+                    break
 
     def spawnProcess(self, processProtocol: Any, executable: Any, args: Any = (),
                      env: Any = {}, path: Any = None, uid: Any = None, gid: Any = None,
@@ -110,7 +136,8 @@ class FakeProcessReactor(MemoryReactorClock):
         if self.spawn_error is not None:
             raise self.spawn_error
         assert executable == args[0]
-        proc = FakeProcess(self, processProtocol, list(args), env)
+        assert childFDs[0] == "w" and childFDs[2] == "r"
+        proc = FakeProcess(self, processProtocol, list(args), env, childFDs[1])
         self.processes.append(proc)
         processProtocol.makeConnection(proc)
         return proc
@@ -441,7 +468,9 @@ def test_pipes_held_open_after_exit(logged: list[str]) -> None:
     assert cache.pipeline_up
     reactor.advance(2.0)
     assert child.pipes_closed
+    assert reactor.readers == set()
     assert not cache.pipeline_up
+    child.close_stdout()
     assert any("output pipes are still open" in line for line in logged)
     reactor.advance(1.0)
     assert len(reactor.processes) == 2
@@ -454,3 +483,41 @@ def test_empty_command_rejected() -> None:
     """
     with pytest.raises(ValueError, match="empty"):
         CaptureService([], FrameCache(clock=MemoryReactorClock()), reactor=FakeProcessReactor())
+
+
+def test_frames_written_just_before_exit_are_kept() -> None:
+    """
+    When the child's exit is noticed before the end of its stdout, the run
+    is not over until the pipe is drained: the last frames still reach the
+    cache, and only then does the service restart the child.
+    """
+    service, reactor, cache = _service(min_restart_delay=1.0)
+    reactor.eof_after_exit = True
+    service.startService()
+    child = reactor.child
+    jpeg = _jpeg((32, 16))
+    assert child.stdout is not None
+    os.write(child.stdout, jpeg)
+    child.exit(code=0)
+    assert reactor.getDelayedCalls() != [] and not service.restarts
+    child.close_stdout()
+    assert cache.sequence == 1
+    assert service.restarts == 1
+
+
+def test_stdout_pipe_is_enlarged() -> None:
+    """
+    The child's stdout is a pipe made by the service, enlarged so that the
+    reactor reads a 1080p frame in a few large chunks rather than in 8 KiB
+    pieces, and read through the reactor.
+    """
+    import fcntl
+
+    service, reactor, cache = _service()
+    service.startService()
+    child = reactor.child
+    assert child.stdout is not None
+    assert fcntl.fcntl(child.stdout, fcntl.F_GETPIPE_SZ) >= 256 * 1024
+    assert len(reactor.readers) == 1
+    child.exit(code=0)
+    assert reactor.readers == set()

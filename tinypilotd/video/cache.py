@@ -75,6 +75,11 @@ class FrameCache:
         return self._latest
 
     @property
+    def sequence(self) -> int:
+        """The sequence number of the last frame put; 0 before the first."""
+        return self._sequence
+
+    @property
     def pipeline_up(self) -> bool:
         """
         Whether a capture child is running.  Setting it to C{False} forgets
