@@ -41,6 +41,7 @@ class Client:
     def __init__(self, port, context, token=None, timeout=30.0):
         self.port, self.context, self.token, self.timeout = port, context, token, timeout
         self._connection = None
+        self.last_elapsed = None
 
     def _connect(self):
         return http.client.HTTPSConnection(
@@ -69,8 +70,9 @@ class Client:
                 self.close()
                 if attempt == 2:
                     raise
+        self.last_elapsed = time.monotonic() - started
         return Response(response.status, {k.lower(): v for k, v in response.getheaders()},
-                        payload, time.monotonic() - started)
+                        payload, self.last_elapsed)
 
     def post(self, path, body=None):
         return self.request("POST", path, body)
