@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-lab bench deps layouts clean
+.PHONY: run test test-lab bench lint deps layouts clean
 
 deps:
 	scripts/install-debian-deps
@@ -40,6 +40,11 @@ test: $(STAMP)
 test-lab: $(STAMP)
 	lab/setup
 	lab/run --timeout 540 -- $(abspath $(PY)) -m pytest -q -p no:cacheprovider tests/hw
+
+lint: $(STAMP)
+	$(PY) -m pip install -q '.[lint]'
+	$(VENV)/bin/ruff check tinypilotd bench tools twisted tests
+	$(VENV)/bin/mypy tinypilotd
 
 bench: $(STAMP)
 	for b in bench/*.py; do $(PY) $$b || exit 1; done

@@ -72,7 +72,6 @@ def sample_text(layout: object, length: int, seed: int) -> str:
 
 def run(tag: str, pastes: int) -> tuple[int, int, float]:
     from twisted.internet import reactor
-    from twisted.internet.defer import Deferred
     from twisted.logger import globalLogPublisher
 
     from tinypilotd.hid.keyboard import Keyboard

@@ -133,7 +133,7 @@ def fromMapping(data: Mapping[str, object]) -> Config:
         raw = data.get(section.name, {})
         if not isinstance(raw, dict):
             raise ConfigError(f"[{section.name}] must be a table")
-        cls = type(section.default)
+        cls: Any = type(section.default)
         known = {f.name: f for f in attrs.fields(cls)}
         values = {}
         for key, value in raw.items():

@@ -119,5 +119,5 @@ def startDaemon(
         except OSError:
             if time.monotonic() > deadline:
                 daemon.stop()
-                raise RuntimeError(f"twistd did not listen within {timeout}s:\n{daemon.logText()}")
+                raise RuntimeError(f"twistd did not listen within {timeout}s:\n{daemon.logText()}") from None
             time.sleep(0.02)

@@ -300,7 +300,7 @@ class _ScreenshotResource(Resource):
             return self._send(request, result[0])
         # Waiting for a fresh frame (at most a second): answer when it comes,
         # forget the wait if the client goes away first.
-        finished = request.notifyFinish()
+        finished = request.notifyFinish()  # type: ignore[attr-defined]
         finished.addErrback(lambda _: d.cancel())
         d.addCallback(lambda _: self._finish(request, result[0]))
         d.addErrback(lambda f: f.trap(CancelledError))

@@ -173,7 +173,7 @@ class KeyTable:
 
 def _press_fields(press: Press) -> tuple[int, int, bool]:
     if isinstance(press, Mapping):
-        return int(press["usage"]), int(press.get("modifiers", 0)), bool(press.get("caps_sensitive"))
+        return int(press["usage"]), int(press.get("modifiers", 0)), bool(press.get("caps_sensitive"))  # type: ignore[call-overload]
     usage, modifiers, *rest = press
     return int(usage), int(modifiers), bool(rest[0]) if rest else False  # type: ignore[call-overload]
 

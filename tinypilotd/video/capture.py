@@ -83,7 +83,7 @@ class _StdoutReader:
     def logPrefix(self) -> str:
         return "video capture stdout"
 
-    def doRead(self) -> BaseException | None:
+    def doRead(self) -> BaseException | None:  # type: ignore[override]  # the reactor takes exceptions too
         try:
             n = os.readv(self._fd, [self._buf])
         except BlockingIOError:
