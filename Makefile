@@ -42,7 +42,7 @@ test-lab: $(STAMP)
 	lab/run --timeout 540 -- $(abspath $(PY)) -m pytest -q -p no:cacheprovider tests/hw
 
 lint: $(STAMP)
-	$(PY) -m pip install -q '.[lint]'
+	$(PY) -m pip install -q ruff mypy mypy-zope
 	$(VENV)/bin/ruff check tinypilotd bench tools twisted tests
 	$(VENV)/bin/mypy tinypilotd
 

@@ -35,7 +35,7 @@ from tinypilotd.hid.reports import (
     Keystroke,
     keyboard_report,
 )
-from tinypilotd.hid.writer import ReportWriter, detached
+from tinypilotd.hid.writer import ReportWriter, SerialRunner, detached
 from tinypilotd.paste.layouts import PasteRequest, press_report
 
 NUM_LOCK = 0x01
@@ -114,8 +114,7 @@ class Keyboard(Service):
         )
         self._keystrokes: deque[tuple[Keystroke, Deferred[None]]] = deque()
         self._pastes: deque[_Paste] = deque()
-        self._busy = False
-        self._idleWaiters: list[Deferred[None]] = []
+        self._runner = SerialRunner(self._run, what=f"keyboard {path}", onIdle=self._idle)
         self._stopping = False
         # What the target currently sees: the last report written.
         self._wire = KEYBOARD_RELEASE
@@ -190,7 +189,7 @@ class Keyboard(Service):
                 path=self.path,
                 count=len(dropped),
             )
-        d = self._whenIdle()
+        d = self._runner.whenIdle()
         d.addCallback(lambda _: Deferred.fromCoroutine(self._releaseAtStop()))
         return d
 
@@ -224,7 +223,7 @@ class Keyboard(Service):
             d.errback(DeviceUnavailable(self.path, "shutting down"))
             return d
         self._keystrokes.append((ks, d))
-        self._kick()
+        self._runner.kick()
         return detached(d)
 
     def paste(self, request: PasteRequest) -> None:
@@ -240,54 +239,31 @@ class Keyboard(Service):
             )
             return
         self._pastes.append(_Paste(request))
-        self._kick()
+        self._runner.kick()
 
     # -- the queue ---------------------------------------------------------
 
-    def _kick(self) -> None:
-        if self._busy:
-            return
-        self._busy = True
-        d = Deferred.fromCoroutine(self._run())
-        d.addErrback(
-            lambda f: self.log.failure(
-                "keyboard {path}: queue runner crashed", f, path=self.path
-            )
-        )
-
-    def _whenIdle(self) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        if self._busy:
-            self._idleWaiters.append(d)
-        else:
-            d.callback(None)
-        return d
-
     async def _run(self) -> None:
-        try:
-            while True:
-                if self._keystrokes:
-                    ks, d = self._keystrokes.popleft()
-                    try:
-                        await self._typeKeystroke(ks)
-                    except DeviceUnavailable as e:
-                        d.errback(e)
-                    else:
-                        d.callback(None)
-                elif self._pastes:
-                    await self._typeNextCharacter(self._pastes[0])
-                elif self._recoveryDue:
-                    self._recoveryDue = False
-                    await self._recover()
+        while True:
+            if self._keystrokes:
+                ks, d = self._keystrokes.popleft()
+                try:
+                    await self._typeKeystroke(ks)
+                except DeviceUnavailable as e:
+                    d.errback(e)
                 else:
-                    break
-        finally:
-            self._busy = False
-            if self._owesRelease() and not self._stopping:
-                self._scheduleRecovery()
-            waiters, self._idleWaiters = self._idleWaiters, []
-            for waiter in waiters:
-                waiter.callback(None)
+                    d.callback(None)
+            elif self._pastes:
+                await self._typeNextCharacter(self._pastes[0])
+            elif self._recoveryDue:
+                self._recoveryDue = False
+                await self._recover()
+            else:
+                break
+
+    def _idle(self) -> None:
+        if self._owesRelease() and not self._stopping:
+            self._scheduleRecovery()
 
     async def _typeKeystroke(self, ks: Keystroke) -> None:
         await self._settle(keep_held=True)
@@ -419,7 +395,7 @@ class Keyboard(Service):
     def _recoveryTimer(self) -> None:
         self._recoveryCall = None
         self._recoveryDue = True
-        self._kick()
+        self._runner.kick()
 
     async def _recover(self) -> None:
         if not self._owesRelease():

@@ -22,7 +22,7 @@ from twisted.logger import Logger
 
 from tinypilotd.errors import DeviceUnavailable
 from tinypilotd.hid.reports import MOUSE_REPORT_SIZE, MouseEvent, mouse_report
-from tinypilotd.hid.writer import ReportWriter, detached
+from tinypilotd.hid.writer import ReportWriter, SerialRunner, detached
 
 
 @attrs.define
@@ -61,8 +61,7 @@ class Mouse(Service):
             reactor=reactor,
         )
         self._queue: deque[_Pending] = deque()
-        self._busy = False
-        self._idleWaiters: list[Deferred[None]] = []
+        self._runner = SerialRunner(self._run, what=f"mouse {path}")
         self._stopping = False
         # The last report handed to the device (in flight or written).
         self._last: MouseEvent | None = None
@@ -86,7 +85,7 @@ class Mouse(Service):
         while self._queue:
             for d in self._queue.popleft().waiters:
                 d.errback(DeviceUnavailable(self.path, "shutting down"))
-        d = self._whenIdle()
+        d = self._runner.whenIdle()
         d.addCallback(lambda _: Deferred.fromCoroutine(self._releaseAtStop()))
         return d
 
@@ -125,43 +124,18 @@ class Mouse(Service):
             tail.waiters.append(d)
         else:
             self._queue.append(_Pending(ev, [d], is_move))
-            self._kick()
+            self._runner.kick()
         return detached(d)
 
-    def _kick(self) -> None:
-        if self._busy:
-            return
-        self._busy = True
-        d = Deferred.fromCoroutine(self._run())
-        d.addErrback(
-            lambda f: self.log.failure(
-                "mouse {path}: queue runner crashed", f, path=self.path
-            )
-        )
-
-    def _whenIdle(self) -> Deferred[None]:
-        d: Deferred[None] = Deferred()
-        if self._busy:
-            self._idleWaiters.append(d)
-        else:
-            d.callback(None)
-        return d
-
     async def _run(self) -> None:
-        try:
-            while self._queue:
-                pending = self._queue.popleft()
-                self._last = pending.event
-                try:
-                    await self._writer.write(mouse_report(pending.event))
-                except DeviceUnavailable as e:
-                    for d in pending.waiters:
-                        d.errback(e)
-                else:
-                    for d in pending.waiters:
-                        d.callback(None)
-        finally:
-            self._busy = False
-            waiters, self._idleWaiters = self._idleWaiters, []
-            for waiter in waiters:
-                waiter.callback(None)
+        while self._queue:
+            pending = self._queue.popleft()
+            self._last = pending.event
+            try:
+                await self._writer.write(mouse_report(pending.event))
+            except DeviceUnavailable as e:
+                for d in pending.waiters:
+                    d.errback(e)
+            else:
+                for d in pending.waiters:
+                    d.callback(None)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import Callable, TypeVar
+from typing import Any, Callable, Coroutine, TypeVar
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import (
@@ -85,6 +85,62 @@ def detached(d: Deferred[T]) -> Deferred[T]:
 
     d.addBoth(relay)
     return out
+
+
+class SerialRunner:
+    """
+    Runs a device queue's loop, never two at once: L{kick} starts the loop
+    unless it is running already, and L{whenIdle} fires once the loop has run
+    dry.  The loop is its owner's coroutine that takes jobs until its queue
+    is empty; running it alone is what keeps the order on the wire the order
+    of the queue.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        loop: Callable[[], Coroutine[Any, Any, None]],
+        *,
+        what: str,
+        onIdle: Callable[[], None] | None = None,
+    ) -> None:
+        """
+        @param what: the device, for the log line of a crashed loop.
+        @param onIdle: called when the loop has run dry, before the
+            L{whenIdle} waiters fire.
+        """
+        self._loop = loop
+        self._what = what
+        self._onIdle = onIdle
+        self.busy = False
+        self._idleWaiters: list[Deferred[None]] = []
+
+    def kick(self) -> None:
+        if self.busy:
+            return
+        self.busy = True
+        d = Deferred.fromCoroutine(self._run())
+        d.addErrback(lambda f: self.log.failure("{what}: queue runner crashed", f, what=self._what))
+
+    def whenIdle(self) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        if self.busy:
+            self._idleWaiters.append(d)
+        else:
+            d.callback(None)
+        return d
+
+    async def _run(self) -> None:
+        try:
+            await self._loop()
+        finally:
+            self.busy = False
+            if self._onIdle is not None:
+                self._onIdle()
+            waiters, self._idleWaiters = self._idleWaiters, []
+            for waiter in waiters:
+                waiter.callback(None)
 
 
 @implementer(IReadDescriptor, IWriteDescriptor)
