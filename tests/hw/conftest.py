@@ -14,6 +14,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import tomllib
 
 import pytest
 
@@ -35,11 +36,24 @@ GADGET_DIR = f"/sys/kernel/config/usb_gadget/{GADGET_NAME}"
 # Long enough to tell "failed at once" from "waited for the target" apart
 # even under software emulation.
 WRITE_TIMEOUT = 2.0
-VIDEO_SIZE = (640, 360)
-VIDEO_COMMAND = os.environ.get("TINYPILOTD_LAB_VIDEO_COMMAND") or shlex.join([
-    "ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin",
-    "-f", "v4l2", "-framerate", "5", "-video_size", "%dx%d" % VIDEO_SIZE, "-i", "/dev/video0",
-    "-c:v", "mjpeg", "-q:v", "8", "-f", "mjpeg", "-"])
+
+
+def video_preset(path, size=None):
+    """The capture command of an etc/video preset, and the frame size it
+    configures (-video_size), optionally changed to `size` ("WxH")."""
+    with open(path, "rb") as fh:
+        argv = shlex.split(tomllib.load(fh)["video"]["command"])
+    at = argv.index("-video_size") + 1
+    if size:
+        argv[at] = size
+    width, height = argv[at].split("x")
+    return shlex.join(argv), (int(width), int(height))
+
+
+# The preset for raw capture devices encoded by ffmpeg, on vivid's webcam
+# input (TINYPILOTD_LAB_VIDEO_SIZE=WxH picks another of vivid's sizes).
+VIDEO_PRESET = os.path.join(REPO, "etc", "video", "raw-v4l2.toml")
+VIDEO_COMMAND, VIDEO_SIZE = video_preset(VIDEO_PRESET, os.environ.get("TINYPILOTD_LAB_VIDEO_SIZE"))
 
 _daemons = []
 _figures = {}

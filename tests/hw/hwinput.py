@@ -14,10 +14,11 @@ import glob
 import os
 import select
 import struct
+import threading
 import time
 
 EV_SYN, EV_KEY, EV_REL, EV_ABS, EV_MSC, EV_LED = 0x00, 0x01, 0x02, 0x03, 0x04, 0x11
-SYN_REPORT = 0
+SYN_REPORT, SYN_DROPPED = 0, 3
 ABS_X, ABS_Y = 0x00, 0x01
 REL_HWHEEL, REL_WHEEL, REL_WHEEL_HI_RES, REL_HWHEEL_HI_RES = 0x06, 0x08, 0x0B, 0x0C
 LED_NUML, LED_CAPSL, LED_SCROLLL = 0, 1, 2
@@ -117,6 +118,11 @@ class InputDevice:
     that the guest's own console never acts on what the daemon types (and so
     that its keyboard handler cannot set the LEDs behind the test's back).
 
+    A thread drains the device into memory as fast as events come: evdev
+    keeps only 64 events per reader (about six typed characters) and drops
+    the rest (SYN_DROPPED) if a reader falls behind, and the daemon types as
+    fast as the target reads.  A test that lost events fails saying so.
+
     Opening the device is what makes usbhid poll the gadget's endpoint; usbhid
     drops input for 50 ms after an open, so wait a little before relying on
     events (see settle()).
@@ -125,16 +131,47 @@ class InputDevice:
     def __init__(self, node, grab=True):
         self.node = node
         self.fd = os.open(node, os.O_RDWR | os.O_NONBLOCK)
-        self._pending = collections.deque()
-        self._frame = []
-        self._frames_seen = 0
         self.opened_at = time.monotonic()
         fcntl.ioctl(self.fd, EVIOCSCLOCKID, struct.pack("i", time.CLOCK_MONOTONIC))
         if grab:
             fcntl.ioctl(self.fd, EVIOCGRAB, 1)
+        self.dropped = 0
+        self._arrived = collections.deque()   # filled by the pump thread
+        self._changed = threading.Condition()
+        self._gone = False                    # the device was unplugged
+        self._stopping = False
+        self._frame = []                      # events of the frame in progress
+        self._frames_seen = 0
+        self._pump = threading.Thread(target=self._pump_events, name=f"evdev {node}", daemon=True)
+        self._pump.start()
+
+    def _pump_events(self):
+        while not self._stopping:
+            if not select.select([self.fd], [], [], 0.1)[0]:
+                continue
+            try:
+                data = os.read(self.fd, _EVENT.size * 512)
+            except BlockingIOError:
+                continue
+            except OSError as e:
+                if e.errno not in (errno.ENODEV, errno.EBADF):
+                    raise
+                with self._changed:
+                    self._gone = True
+                    self._changed.notify_all()
+                return
+            events = []
+            for offset in range(0, len(data), _EVENT.size):
+                sec, usec, etype, code, value = _EVENT.unpack_from(data, offset)
+                events.append(Event(etype, code, value, sec + usec / 1e6))
+            with self._changed:
+                self._arrived.extend(events)
+                self._changed.notify_all()
 
     def close(self):
         if self.fd is not None:
+            self._stopping = True
+            self._pump.join()
             os.close(self.fd)
             self.fd = None
 
@@ -166,61 +203,53 @@ class InputDevice:
         the gadget an output report (read from /dev/hidg0 on the device)."""
         os.write(self.fd, _EVENT.pack(0, 0, EV_LED, led, int(on)) + _EVENT.pack(0, 0, EV_SYN, SYN_REPORT, 0))
 
-    def _read_events(self):
-        try:
-            data = os.read(self.fd, _EVENT.size * 128)
-        except BlockingIOError:
-            return []
-        except OSError as e:
-            if e.errno == errno.ENODEV:  # the device went away (unplugged)
-                return None
-            raise
-        events = []
-        for offset in range(0, len(data), _EVENT.size):
-            sec, usec, etype, code, value = _EVENT.unpack_from(data, offset)
-            events.append(Event(etype, code, value, sec + usec / 1e6))
-        return events
-
-    def frames(self, timeout):
-        """Yield each SYN_REPORT frame (a list of Events, without EV_MSC and
-        key autorepeats) that arrives within `timeout` seconds.  Events read
-        but not yet yielded stay for the next call."""
-        deadline = time.monotonic() + timeout
-        while True:
-            while self._pending:
-                event = self._pending.popleft()
-                if event.type == EV_SYN and event.code == SYN_REPORT:
-                    frame, self._frame = self._frame, []
+    def _take(self, deadline):
+        """Wait until events arrive (at most until `deadline`), then return
+        the events of every frame completed so far, EV_MSC and key
+        autorepeats left out; None if nothing arrived in time."""
+        with self._changed:
+            while not self._arrived:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._gone:
+                    return None
+                self._changed.wait(left)
+            arrived = list(self._arrived)
+            self._arrived.clear()
+        done = []
+        for event in arrived:
+            if event.type == EV_SYN:
+                if event.code == SYN_REPORT:
+                    done += self._frame
+                    self._frame = []
                     self._frames_seen += 1
-                    yield frame
-                elif event.type != EV_MSC and not (event.type == EV_KEY and event.value == 2):
-                    event.frame = self._frames_seen
-                    self._frame.append(event)
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
-                return
-            events = self._read_events()
-            if events is None:
-                return
-            self._pending.extend(events)
+                elif event.code == SYN_DROPPED:
+                    self.dropped += 1
+            elif event.type != EV_MSC and not (event.type == EV_KEY and event.value == 2):
+                event.frame = self._frames_seen
+                self._frame.append(event)
+        if self.dropped:
+            raise AssertionError(f"{self.node}: the test's reader fell behind and the kernel "
+                                 f"dropped events (SYN_DROPPED x{self.dropped})")
+        return done
 
     def drain(self):
         """Forget every event that has arrived so far."""
-        for _ in self.frames(0.0001):
+        time.sleep(0.01)
+        while self._take(time.monotonic()) is not None:
             pass
-        self._pending.clear()
         self._frame = []
 
     def collect(self, done, timeout=5.0):
         """Collect events until done(events) is true or the time is up; return
-        the events either way (the caller's assertion says what was missing)."""
+        the events either way (the caller's assertion says what was missing).
+        done() is asked once per batch of arrivals, not once per event."""
         events = []
-        if done(events):
-            return events
-        for frame in self.frames(timeout):
-            events.extend(frame)
-            if done(events):
+        deadline = time.monotonic() + timeout
+        while not done(events):
+            got = self._take(deadline)
+            if got is None:
                 break
+            events += got
         return events
 
     def wait_quiet(self, quiet=0.3, timeout=10.0):
@@ -228,10 +257,10 @@ class InputDevice:
         events = []
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            got = [e for frame in self.frames(quiet) for e in frame]
-            if not got:
+            got = self._take(min(deadline, time.monotonic() + quiet))
+            if got is None:
                 break
-            events.extend(got)
+            events += got
         return events
 
 
