@@ -53,7 +53,8 @@ def video_preset(path, size=None):
 # The preset for raw capture devices encoded by ffmpeg, on vivid's webcam
 # input (TINYPILOTD_LAB_VIDEO_SIZE=WxH picks another of vivid's sizes).
 VIDEO_PRESET = os.path.join(REPO, "etc", "video", "raw-v4l2.toml")
-VIDEO_COMMAND, VIDEO_SIZE = video_preset(VIDEO_PRESET, os.environ.get("TINYPILOTD_LAB_VIDEO_SIZE"))
+VIDEO_COMMAND, VIDEO_SIZE = (
+    video_preset(VIDEO_PRESET, os.environ.get("TINYPILOTD_LAB_VIDEO_SIZE")) if IN_LAB else ("", None))
 
 _daemons = []
 _figures = {}

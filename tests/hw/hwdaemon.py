@@ -217,7 +217,7 @@ min_restart_delay = 1.0
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-            raise AssertionError(f"twistd still running {timeout} s after SIGTERM:\n" + self.log_tail())
+            raise AssertionError(f"twistd still running {timeout} s after SIGTERM:\n" + self.log_tail()) from None
         return status, time.monotonic() - started
 
     def log_text(self):

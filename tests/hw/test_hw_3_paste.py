@@ -17,8 +17,8 @@ SPACE, ENTER, TAB = 57, 28, 15
 
 _LETTERS = dict(zip("abcdefghijklmnopqrstuvwxyz",
                     [30, 48, 46, 32, 18, 33, 34, 35, 23, 36, 37, 38, 50, 49, 24, 25, 16, 19,
-                     31, 20, 22, 47, 17, 45, 21, 44]))
-_DIGITS = dict(zip("1234567890", range(2, 12)))
+                     31, 20, 22, 47, 17, 45, 21, 44], strict=True))
+_DIGITS = dict(zip("1234567890", range(2, 12), strict=True))
 
 
 def _letters(table):
@@ -37,7 +37,7 @@ for (unshifted, shifted), key in [("`~", 41), ("-_", 12), ("=+", 13), ("[{", 26)
                                   ("/?", 53)]:
     EN_US[unshifted] = [(key, NONE)]
     EN_US[shifted] = [(key, SHIFT)]
-for ch, digit in zip("!@#$%^&*()", "1234567890"):
+for ch, digit in zip("!@#$%^&*()", "1234567890", strict=True):
     EN_US[ch] = [(_DIGITS[digit], SHIFT)]
 
 # German T1 (de-DE): Y and Z swapped, umlauts, AltGr symbols, dead ^ and `.
@@ -57,7 +57,7 @@ DE_DE = {**_letters({**_LETTERS, "y": 44, "z": 21}),
          "°": [(41, SHIFT)],
          "^": [(41, NONE), (SPACE, NONE)],     # dead circumflex, then Space
          "`": [(13, SHIFT), (SPACE, NONE)]}    # dead grave, then Space
-for ch, digit in zip("!\"§$%&/()=", "1234567890"):
+for ch, digit in zip("!\"§$%&/()=", "1234567890", strict=True):
     DE_DE[ch] = [(_DIGITS[digit], SHIFT)]
 
 EN_US_SAMPLE = "Hello, World! ~`!@#$%^&*()_+-=[]{}\\|;:'\",.<>/? 0189\tZq\n"

@@ -26,6 +26,11 @@ def mouse(target):
     target.close_mouse()
 
 
+def position(mouse):
+    """Where the target's input core has the pointer: (ABS_X, ABS_Y)."""
+    return mouse.absinfo(ABS_X)[0], mouse.absinfo(ABS_Y)[0]
+
+
 def send(client, **event):
     response = client.mouse(**event)
     assert response.status == 200, response
@@ -38,9 +43,8 @@ def test_corners_and_centre_land_on_the_right_absolute_coordinates(client, mouse
     for x, y in ((0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0), (0.5, 0.5)):
         want = (round(x * 32767), round(y * 32767))
         send(client, x=x, y=y)
-        mouse.collect(lambda ev: (mouse.absinfo(ABS_X)[0], mouse.absinfo(ABS_Y)[0]) == want,
-                      timeout=5)
-        assert (mouse.absinfo(ABS_X)[0], mouse.absinfo(ABS_Y)[0]) == want, (x, y)
+        mouse.collect(lambda ev, want=want: position(mouse) == want, timeout=5)
+        assert position(mouse) == want, (x, y)
     mouse.drain()
 
 
@@ -147,8 +151,8 @@ def test_a_target_not_reading_the_mouse_gives_the_seeds_500_within_the_write_tim
                 break
         assert response.status == 200, response
         want = (round(0.125 * 32767), round(0.75 * 32767))
-        mouse.collect(lambda ev: (mouse.absinfo(ABS_X)[0], mouse.absinfo(ABS_Y)[0]) == want, timeout=5)
-        assert (mouse.absinfo(ABS_X)[0], mouse.absinfo(ABS_Y)[0]) == want
+        mouse.collect(lambda ev: position(mouse) == want, timeout=5)
+        assert position(mouse) == want
         assert mouse.keys_down() == set()
     finally:
         target.close_mouse()
