@@ -25,8 +25,9 @@ def udc_function():
 
 def test_gadget_down_removes_everything_and_up_restores_a_working_gadget(daemon_instance, target):
     """down: no gadget directory, no /dev/hidg*, UDC unbound, target devices
-    gone; down again: no error; up: same descriptors, enumerated, and a
-    report written to /dev/hidg0 reaches the target; up twice: refused."""
+    gone; down again: no error; up with a UDC that does not exist: fails and
+    leaves nothing behind; up: same descriptors, enumerated, and a report
+    written to /dev/hidg0 reaches the target; up twice: refused."""
     if daemon_instance.running:
         daemon_instance.stop()
     target.close()
@@ -37,6 +38,10 @@ def test_gadget_down_removes_everything_and_up_restores_a_working_gadget(daemon_
     assert set(udc_function().values()) <= {""}
     wait_for_gadget_inputs(present=False)
     assert gadget("down").returncode == 0
+
+    failed = gadget("up", "no-such-udc", check=False)
+    assert failed.returncode != 0
+    assert not os.path.exists(GADGET_DIR), "a failed tinypilot-gadget-up left its gadget behind"
 
     gadget("up")
     assert open(f"{GADGET_DIR}/functions/hid.keyboard/report_desc", "rb").read() == KEYBOARD_DESCRIPTOR
