@@ -42,12 +42,16 @@ LSHIFT = 0x02
 class FakeLayout:
     """
     Letters type as on en-US (caps-sensitive, Shift for capitals); "^" is a
-    dead key followed by Space, as on de-DE.
+    dead key followed by Space, as on de-DE; "é" is one press that Caps Lock
+    turns into "É" whatever Shift does, as on fr-FR.
     """
 
     tag: str = "xx-TEST"
+    caps_lock_breaks: frozenset[str] = frozenset({"é"})
 
     def presses(self, char: str) -> tuple[KeyPress, ...]:
+        if char == "é":
+            return (KeyPress(0x1F, 0, False),)
         if char == "^":
             return (KeyPress(0x35, 0, False), KeyPress(0x2C, 0, False))
         if char == "1":
@@ -478,6 +482,49 @@ async def test_caps_lock_compensation(tmp_path: Path, fifo: str) -> None:
     assert logs.matching("Caps Lock off, Num Lock on")
     await kb.stopService()
     r.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_caps_lock_tapped_off_around_unshiftable_characters(
+    tmp_path: Path, fifo: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    With Caps Lock on, a character Shift cannot compensate ("é" on fr-FR) is
+    typed as Caps Lock tap, the character, Caps Lock tap, so the target shows
+    it in the requested case and ends with Caps Lock on.  The target's LED
+    reports echoing those taps (off, then on) do not change what the
+    keyboard believes, so the next letter is still compensated; a report
+    after the echo window is taken as news again.
+    """
+    monkeypatch.setattr("tinypilotd.hid.keyboard._CAPS_ECHO_WINDOW", 0.2)
+    leds = mkfifo(tmp_path, "leds")
+    r = FifoReader(fifo)
+    r.drain()
+    kb = Keyboard(fifo, leds_path=leds, reactor=reactor)
+    kb.startService()
+    try:
+        _send_leds(leds, 0x02)
+        await until(lambda: kb.caps_lock)
+        kb.paste(paste("é"))
+        await until(lambda: len(r.data) == 6 * 8)
+        assert chunks(bytes(r.data), 8) == [key(0, 0x39), UP, key(0, 0x1F), UP, key(0, 0x39), UP]
+        _send_leds(leds, 0x00)  # echo of the first tap
+        await sleep(0.02)
+        assert kb.caps_lock
+        kb.paste(paste("a"))
+        await until(lambda: len(r.data) == 8 * 8)
+        assert bytes(r.data[48:]) == key(LSHIFT, 0x04) + UP
+        _send_leds(leds, 0x02)  # echo of the second tap
+        await sleep(0.3)
+        assert kb.caps_lock
+        _send_leds(leds, 0x00)  # the target's user switched Caps Lock off
+        await until(lambda: not kb.caps_lock)
+        kb.paste(paste("é"))
+        await until(lambda: len(r.data) == 10 * 8)
+        assert bytes(r.data[64:]) == key(0, 0x1F) + UP
+    finally:
+        await kb.stopService()
+        r.close()
 
 
 @pytest_twisted.ensureDeferred

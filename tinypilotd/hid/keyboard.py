@@ -36,7 +36,7 @@ from tinypilotd.hid.reports import (
     keyboard_report,
 )
 from tinypilotd.hid.writer import ReportWriter, SerialRunner, detached
-from tinypilotd.paste.layouts import PasteRequest, press_report
+from tinypilotd.paste.layouts import CAPS_LOCK_USAGE, PasteRequest, character_reports
 
 NUM_LOCK = 0x01
 CAPS_LOCK = 0x02
@@ -44,6 +44,9 @@ SCROLL_LOCK = 0x04
 
 #: Reports written back to back before a paste lets the reactor run.
 _REPORTS_PER_TURN = 128
+#: After the daemon taps Caps Lock itself, how long the target's LED reports
+#: are taken as echoes of those taps rather than news (seconds).
+_CAPS_ECHO_WINDOW = 0.5
 #: Background retries of an owed release: first delay and cap (seconds).
 _RECOVERY_MIN = 0.05
 _RECOVERY_MAX = 2.0
@@ -99,6 +102,8 @@ class Keyboard(Service):
         self._clock: IReactorTime = reactor
         self._interval = report_interval
         self._leds = 0
+        self._reportedLeds = 0
+        self._capsEcho: IDelayedCall | None = None
         self._writer = ReportWriter(
             path,
             KEYBOARD_REPORT_SIZE,
@@ -143,6 +148,24 @@ class Keyboard(Service):
     def _ledReport(self, data: bytes) -> None:
         # Each byte is one report; only the latest state matters.
         leds = data[-1] & (NUM_LOCK | CAPS_LOCK | SCROLL_LOCK)
+        self._reportedLeds = leds
+        if self._capsEcho is not None:
+            # Our own Caps Lock taps echoing back (off, then on again): keep
+            # the Caps Lock state the target ends in until they have passed.
+            leds = (leds & ~CAPS_LOCK) | (self._leds & CAPS_LOCK)
+        self._setLeds(leds)
+
+    def _expectCapsEcho(self) -> None:
+        if self._capsEcho is not None and self._capsEcho.active():
+            self._capsEcho.reset(_CAPS_ECHO_WINDOW)
+        else:
+            self._capsEcho = self._clock.callLater(_CAPS_ECHO_WINDOW, self._capsEchoOver)
+
+    def _capsEchoOver(self) -> None:
+        self._capsEcho = None
+        self._setLeds(self._reportedLeds)
+
+    def _setLeds(self, leds: int) -> None:
         if leds != self._leds:
             self._leds = leds
             self.log.info(
@@ -177,6 +200,9 @@ class Keyboard(Service):
         super().stopService()
         self._stopping = True
         self._cancelRecovery()
+        if self._capsEcho is not None and self._capsEcho.active():
+            self._capsEcho.cancel()
+        self._capsEcho = None
         while self._keystrokes:
             _, d = self._keystrokes.popleft()
             d.errback(DeviceUnavailable(self.path, "shutting down"))
@@ -322,7 +348,9 @@ class Keyboard(Service):
 
     async def _typeCharacter(self, paste: _Paste, char: str) -> None:
         try:
-            presses = paste.request.layout.presses(char)
+            # Caps Lock is read now, not when the paste was queued: the
+            # target may toggle it while a long text is being typed.
+            reports = character_reports(paste.request.layout, char, self.caps_lock)
         except KeyError:
             self.log.error(
                 "keyboard {path}: layout {layout} cannot type {char!r};"
@@ -333,10 +361,9 @@ class Keyboard(Service):
             )
             return
         await self._settle(keep_held=False)
-        for press in presses:
-            # Caps Lock is read now, not when the paste was queued: the
-            # target may toggle it while a long text is being typed.
-            modifiers, usage = press_report(press, self.caps_lock)
+        for modifiers, usage in reports:
+            if usage == CAPS_LOCK_USAGE:
+                self._expectCapsEcho()
             await self._write(keyboard_report(modifiers, usage))
             await self._write(KEYBOARD_RELEASE)
 

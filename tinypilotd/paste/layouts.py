@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 MAX_TEXT_LENGTH = 10_000
 
 _LEFT_SHIFT = 0x02
+#: The Caps Lock key's HID usage.
+CAPS_LOCK_USAGE = 0x39
 _ANY_SHIFT = 0x02 | 0x20  # LeftShift | RightShift
 
 
@@ -53,12 +55,16 @@ class Layout:
     @ivar xkb_layout: the XKB layout the table was derived from, e.g. C{"ch"}.
     @ivar xkb_variant: the XKB variant, e.g. C{"fr"}; C{""} for the default.
     @ivar table: character -> presses (one press, or a dead key then Space).
+    @ivar caps_lock_breaks: characters that Caps Lock changes in a way Shift
+        cannot undo (C{é} on fr-FR shows C{É} with or without Shift); they
+        are typed with Caps Lock switched off around them.
     """
 
     tag: str
     xkb_layout: str
     xkb_variant: str
     table: Mapping[str, tuple[KeyPress, ...]] = attrs.field(eq=False, repr=False)
+    caps_lock_breaks: frozenset[str] = attrs.field(eq=False, repr=False, default=frozenset())
 
     def presses(self, char: str) -> tuple[KeyPress, ...]:
         """
@@ -87,6 +93,23 @@ def press_report(press: KeyPress, caps_lock: bool) -> tuple[int, int]:
         else:
             modifiers |= _LEFT_SHIFT
     return modifiers, press.usage
+
+
+def character_reports(layout: Layout, char: str, caps_lock: bool) -> tuple[tuple[int, int], ...]:
+    """
+    The C{(modifiers, usage)} presses, each to be followed by the all-up
+    report, that make the target show exactly C{char} given its Caps Lock
+    state.  Usually L{press_report} of each press; for a character in
+    L{Layout.caps_lock_breaks} while Caps Lock is on, Caps Lock is tapped off
+    before it and back on after it, so the target ends as it was.
+
+    @raise KeyError: the layout cannot type C{char}.
+    """
+    presses = layout.presses(char)
+    if caps_lock and char in layout.caps_lock_breaks:
+        tap = (0, CAPS_LOCK_USAGE)
+        return (tap, *(press_report(p, False) for p in presses), tap)
+    return tuple(press_report(p, caps_lock) for p in presses)
 
 
 def _layout_files() -> Traversable:
@@ -120,6 +143,7 @@ def _load(tag: str) -> Layout:
         xkb_layout=doc["xkb_layout"],
         xkb_variant=doc["xkb_variant"],
         table=MappingProxyType(table),
+        caps_lock_breaks=frozenset(doc["caps_lock_shows"]),
     )
 
 
