@@ -111,7 +111,7 @@ def isPlaintext(description: str) -> bool:
     return description.split(":", 1)[0] in ("tcp", "tcp6", "unix", "systemd")
 
 
-class _QuietSite(Site):
+class TinyPilotSite(Site):
     """
     A Site that writes no access log: an operator's log gets one line per
     event that matters, not one per keystroke.
@@ -230,7 +230,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         frames=frames,
         caPEM=tls.ca_pem,
     )
-    site = _QuietSite(api.resource())
+    site = TinyPilotSite(api.resource())
     site.displayTracebacks = False
     for description in config.daemon.listen:
         endpoint = serverFromString(reactor, resolveEndpoint(description, tls.server_cert, tls.server_key))
