@@ -587,3 +587,26 @@ def test_report_interval(fifo: str, reader: FifoReader) -> None:
         counts.append(len(reader.read()) // 8)
     assert counts == [3, 4, 5, 6, 6]
     assert reader.read()[16:] == key(0, 0x05) + UP + key(0, 0x06) + UP
+
+
+@pytest_twisted.ensureDeferred
+async def test_led_fifo_created_after_start_is_picked_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    A LED FIFO that does not exist when the keyboard starts (the virtual
+    target creates it later) is opened once it appears, with one warning and
+    one recovery line, and its reports then reach caps_lock.
+    """
+    monkeypatch.setattr("tinypilotd.hid.leds.LedReader.RETRY", 0.05)
+    leds = str(tmp_path / "leds")
+    kb = Keyboard(mkfifo(tmp_path, "hidg0"), leds_path=leds, reactor=reactor)
+    with LogCapture() as logs:
+        kb.startService()
+        try:
+            await sleep(0.15)
+            os.mkfifo(leds)
+            await until(lambda: logs.matching("reading LED reports"))
+            _send_leds(leds, 0x02)
+            await until(lambda: kb.caps_lock)
+        finally:
+            await kb.stopService()
+    assert len(logs.matching("cannot open")) == 1

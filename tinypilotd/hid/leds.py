@@ -27,7 +27,11 @@ class LedReader:
 
     The FIFO is opened C{O_RDWR}: opening never waits for a writer, and the
     read side never sees end-of-file when the writer closes and comes back.
+    A FIFO that is not there yet (its creator starts after the daemon) is
+    looked for again every L{RETRY} seconds.
     """
+
+    RETRY = 1.0
 
     log = Logger()
 
@@ -38,23 +42,36 @@ class LedReader:
         self._onReport = on_report
         self._reactor = reactor
         self._fd: int | None = None
+        self._retry: Any = None
+        self._warned = False
 
     def start(self) -> None:
+        self._retry = None
         if self._fd is not None:
             return
         try:
             self._fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as e:
-            self.log.warn(
-                "keyboard LEDs {path}: cannot open ({error}); Caps Lock is"
-                " assumed off",
-                path=self.path,
-                error=errno_name(e.errno),
-            )
+            if not self._warned:
+                self.log.warn(
+                    "keyboard LEDs {path}: cannot open ({error}); Caps Lock is"
+                    " assumed off until it can, retrying every {retry:g}s",
+                    path=self.path,
+                    error=errno_name(e.errno),
+                    retry=self.RETRY,
+                )
+                self._warned = True
+            self._retry = self._reactor.callLater(self.RETRY, self.start)
             return
+        if self._warned:
+            self.log.info("keyboard LEDs {path}: reading LED reports", path=self.path)
+            self._warned = False
         self._reactor.addReader(self)
 
     def stop(self) -> None:
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
         fd, self._fd = self._fd, None
         if fd is not None:
             self._reactor.removeReader(self)
