@@ -102,9 +102,9 @@ def test_terminal_window_takes_the_text() -> None:
     img = decode(screen.jpeg())
     x0, y0, x1, _ = window.box
     bar = img.getpixel(((x0 + x1) // 2, y0 + 6))
-    assert all(abs(a - b) < 24 for a, b in zip(bar, TITLE_BAR)), bar
+    assert all(abs(a - b) < 24 for a, b in zip(bar, TITLE_BAR, strict=True)), bar
     assert img.getpixel((5, 700)) != bar
-    assert all(abs(a - b) < 24 for a, b in zip(img.getpixel((5, 700)), DESKTOP))
+    assert all(abs(a - b) < 24 for a, b in zip(img.getpixel((5, 700)), DESKTOP, strict=True))
 
 
 def test_console_editing() -> None:

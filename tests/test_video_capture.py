@@ -130,7 +130,7 @@ class FakeProcessReactor(MemoryReactorClock):
                     break
 
     def spawnProcess(self, processProtocol: Any, executable: Any, args: Any = (),
-                     env: Any = {}, path: Any = None, uid: Any = None, gid: Any = None,
+                     env: Any = None, path: Any = None, uid: Any = None, gid: Any = None,
                      usePTY: Any = False, childFDs: Any = None) -> FakeProcess:
         self.spawned_at.append(self.seconds())
         if self.spawn_error is not None:

@@ -119,7 +119,7 @@ def _collect(**kwargs: object) -> tuple[MJPEGSplitter, list[tuple[bytes, int, in
 
 def _feed(splitter: MJPEGSplitter, stream: bytes, cuts: list[int]) -> None:
     bounds = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
-    for a, b in zip(bounds, bounds[1:]):
+    for a, b in zip(bounds, bounds[1:], strict=False):
         splitter.feed(stream[a:b])
 
 
@@ -328,7 +328,7 @@ def test_oversize_image_dropped(boundaries: list[int]) -> None:
     stream = small[0] + big + small[0]
     bounds = sorted({0, len(stream), *(c % (len(stream) + 1) for c in boundaries)})
     peak = 0
-    for x, y in zip(bounds, bounds[1:]):
+    for x, y in zip(bounds, bounds[1:], strict=False):
         splitter.feed(stream[x:y])
         peak = max(peak, len(splitter._buf) - (y - x))
     assert out == [small, small]
