@@ -28,8 +28,9 @@ from tinypilotd.paste.layouts import PasteRequest, parse_paste
 from tinypilotd.security.license import LicenseState
 from tinypilotd.video.cache import Frame
 
-#: Largest request body accepted on a JSON route; a 10,000-character paste of
-#: four-byte characters, JSON-escaped, fits.
+#: Largest request body accepted on a JSON route: a 10,000-character paste
+#: of characters a layout can type fits even when every one is JSON-escaped
+#: (six bytes each).
 MAX_BODY = 64 * 1024
 
 PASSWORD_MODE = (
