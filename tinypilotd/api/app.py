@@ -10,7 +10,7 @@ Errors are C{text/plain; charset=utf-8} bodies, as in the specification.
 
 import datetime
 import json
-from typing import Any, NoReturn, Protocol
+from typing import Any, Callable, NoReturn, Protocol, TypeVar
 
 from klein import Klein
 from twisted.internet.defer import CancelledError, Deferred
@@ -27,6 +27,8 @@ from tinypilotd.hid.reports import Keystroke, MouseEvent, parse_keystroke, parse
 from tinypilotd.paste.layouts import PasteRequest, parse_paste
 from tinypilotd.security.license import LicenseState
 from tinypilotd.video.cache import Frame
+
+T = TypeVar("T")
 
 #: Largest request body accepted on a JSON route: a 10,000-character paste
 #: of characters a layout can type fits even when every one is JSON-escaped
@@ -242,25 +244,27 @@ class TinyPilotAPI:
         request.setHeader(b"content-length", b"%d" % len(body))
         return body
 
+    @staticmethod
+    async def _forward(what: str, send: Callable[[T], "Deferred[None]"], value: T) -> bytes:
+        """
+        Hand a parsed request to its device and answer 200 once it is on the
+        wire, or the specification's 500 naming the device.
+        """
+        try:
+            await send(value)
+        except DeviceUnavailable as e:
+            raise HTTPError(500, f"Failed to forward {what}: could not access {e.path} (is cable connected?)") from None
+        return b""
+
     @app.route("/api/v1/keystroke", methods=["POST"])
     async def keystroke(self, request: IRequest) -> bytes:
         self._gate(request)
-        ks = parse_keystroke(_readJSON(request))
-        try:
-            await self._keyboard.keystroke(ks)
-        except DeviceUnavailable as e:
-            raise HTTPError(500, f"Failed to forward keystroke: could not access {e.path} (is cable connected?)") from None
-        return b""
+        return await self._forward("keystroke", self._keyboard.keystroke, parse_keystroke(_readJSON(request)))
 
     @app.route("/api/v1/mouseEvent", methods=["POST"])
     async def mouseEvent(self, request: IRequest) -> bytes:
         self._gate(request)
-        ev = parse_mouse_event(_readJSON(request))
-        try:
-            await self._mouse.send(ev)
-        except DeviceUnavailable as e:
-            raise HTTPError(500, f"Failed to forward mouse event: could not access {e.path} (is cable connected?)") from None
-        return b""
+        return await self._forward("mouse event", self._mouse.send, parse_mouse_event(_readJSON(request)))
 
     @app.route("/api/v1/paste", methods=["POST"])
     def paste(self, request: IRequest) -> bytes:
