@@ -168,3 +168,61 @@ async def test_tls_1_1_refused(tmp_path, fifos):
                 assert tls.version() in ("TLSv1.2", "TLSv1.3")
     finally:
         assert daemon.stop() == 0
+
+
+def _tlsSocket(daemon):
+    import socket
+    import ssl as stdssl
+
+    ctx = stdssl.create_default_context(cafile=daemon.caPath)
+    raw = socket.create_connection(("127.0.0.1", daemon.port), timeout=5)
+    return ctx.wrap_socket(raw, server_hostname="localhost")
+
+
+def _readAll(sock) -> bytes:
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_oversized_bodies_refused_while_arriving(tmp_path, fifos):
+    """
+    A declared body over 64 KiB, even on the token route, is answered 413 at
+    once without the daemon waiting for (or storing) it; a chunked body is
+    cut off with 413 as soon as it grows past the bound; the daemon keeps
+    serving afterwards.
+    """
+    kbd, mouse, _ = fifos
+    daemon = startDaemon(str(tmp_path), "--keyboard", kbd, "--mouse", mouse, config="[license]\nrequired = false\n")
+    try:
+        with _tlsSocket(daemon) as tls:
+            tls.sendall(b"POST /api/v1/auth HTTP/1.1\r\nHost: localhost\r\nContent-Length: 314572800\r\n\r\n")
+            tls.sendall(b"x" * 65536)
+            started = time.monotonic()
+            answer = _readAll(tls)
+            assert time.monotonic() - started < 2
+        assert answer.startswith(b"HTTP/1.1 413 ")
+        assert answer.endswith(b"Request body too large: at most 65536 bytes")
+
+        with _tlsSocket(daemon) as tls:
+            tls.sendall(b"POST /api/v1/paste HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n")
+            try:
+                for _ in range(40):
+                    tls.sendall(b"1000\r\n" + b"y" * 0x1000 + b"\r\n")
+            except OSError:
+                pass  # the daemon closed the connection mid-upload, as it should
+            answer = _readAll(tls)
+        assert answer.startswith(b"HTTP/1.1 413 ")
+
+        with _tlsSocket(daemon) as tls:
+            tls.sendall(b"POST /api/v1/auth HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            assert _readAll(tls).startswith(b"HTTP/1.1 200 ")
+    finally:
+        assert daemon.stop() == 0

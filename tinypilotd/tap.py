@@ -21,7 +21,6 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.internet.endpoints import quoteStringArgument, serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
-from twisted.web.server import Site
 
 import tinypilotd
 from tinypilotd import config as _config
@@ -111,18 +110,6 @@ def isPlaintext(description: str) -> bool:
     return description.split(":", 1)[0] in ("tcp", "tcp6", "unix", "systemd")
 
 
-class TinyPilotSite(Site):
-    """
-    A Site that writes no access log: an operator's log gets one line per
-    event that matters, not one per keystroke.
-    """
-
-    noisy = False
-
-    def log(self, request: Any) -> None:
-        pass
-
-
 class _Announce(Service):
     """
     Logs the start line once every other service has started.
@@ -179,6 +166,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         from twisted.internet import reactor
 
     from tinypilotd.api.app import TinyPilotAPI
+    from tinypilotd.api.site import TinyPilotSite
     from tinypilotd.api.tokens import TokenStore
     from tinypilotd.hid.keyboard import Keyboard
     from tinypilotd.hid.mouse import Mouse

@@ -21,6 +21,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
+from tinypilotd.api.site import MAX_BODY
 from tinypilotd.api.tokens import TokenStore, TooManyTokens
 from tinypilotd.errors import BadRequest, DeviceUnavailable
 from tinypilotd.hid.reports import Keystroke, MouseEvent, parse_keystroke, parse_mouse_event
@@ -29,11 +30,6 @@ from tinypilotd.security.license import LicenseState
 from tinypilotd.video.cache import Frame
 
 T = TypeVar("T")
-
-#: Largest request body accepted on a JSON route: a 10,000-character paste
-#: of characters a layout can type fits even when every one is JSON-escaped
-#: (six bytes each).
-MAX_BODY = 64 * 1024
 
 PASSWORD_MODE = (
     "The REST API is unavailable while TinyPilot requires a username and "
