@@ -230,6 +230,8 @@ async def test_unknown_path_and_wrong_method(device):
         (b'{"code": "KeyA"}', "text/plain", b"Content-Type"),
         (b'{"code": "KeyA"}', None, b"Content-Type"),
         (b"\xff\xfe", "application/json", b"not valid JSON"),
+        ('{"code": "KeyA"}'.encode("utf-16"), "application/json", b"not UTF-8"),
+        (b"[" * 30000 + b"]" * 30000, "application/json", b"nested too deeply"),
     ],
 )
 @pytest_twisted.ensureDeferred
@@ -380,3 +382,22 @@ async def test_screenshot_wrong_method_is_405(device):
     assert code == 405
     assert headers.getRawHeaders("allow") == ["GET"]
     assert headers.getRawHeaders("content-type") == ["text/plain; charset=utf-8"]
+
+
+@pytest.mark.parametrize(
+    "path,body,field",
+    [
+        ("mouseEvent", b'{"buttons": 0, "relativeX": 1' + b"1" * 400 + b', "relativeY": 0, "verticalWheelDelta": 0, "horizontalWheelDelta": 0}', b"relativeX"),
+        ("mouseEvent", b'{"buttons": 1' + b"1" * 400 + b', "relativeX": 0, "relativeY": 0, "verticalWheelDelta": 0, "horizontalWheelDelta": 0}', b"buttons"),
+        ("keystroke", b'{"code": "\\ud800"}', b"ud800"),
+        ("keystroke", b'{"code": "KeyA", "shiftLeft": "\\udfff"}', b"shiftLeft"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_hostile_values_are_400_not_500(device, path, body, field):
+    """Huge integers and lone surrogates in fields are a 400 naming the field, never an internal error."""
+    tok = await token(device)
+    code, _, content = await post(device, path, body, tok)
+    assert code == 400, content
+    assert field in content
+    assert len(content) < 200

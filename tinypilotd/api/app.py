@@ -71,7 +71,8 @@ class HTTPError(Exception):
 def _text(request: IRequest, code: int, message: str) -> bytes:
     request.setResponseCode(code)
     request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-    return message.encode("utf-8")
+    # A message may quote a client's string with lone surrogates in it.
+    return message.encode("utf-8", "backslashreplace")
 
 
 def _rejectConstant(name: str) -> NoReturn:
@@ -95,11 +96,16 @@ def _readJSON(request: IRequest) -> dict[str, Any]:
     if len(body) > MAX_BODY:
         raise HTTPError(413, f"Request body too large: at most {MAX_BODY} bytes")
     try:
-        obj = json.loads(body, parse_constant=_rejectConstant)
+        # JSON is UTF-8 (RFC 8259); json.loads would also guess UTF-16/32.
+        obj = json.loads(body.decode("utf-8"), parse_constant=_rejectConstant)
     except BadRequest as e:
         raise HTTPError(400, str(e)) from None
-    except (ValueError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError:
+        raise HTTPError(400, "request body is not valid JSON: it is not UTF-8") from None
+    except ValueError as e:
         raise HTTPError(400, f"request body is not valid JSON: {e}") from None
+    except RecursionError:
+        raise HTTPError(400, "request body is not valid JSON: nested too deeply") from None
     if not isinstance(obj, dict):
         raise HTTPError(400, "request body must be a JSON object")
     return obj

@@ -11,7 +11,6 @@ signed bytes.
 from __future__ import annotations
 
 import json
-import math
 import struct
 
 import attrs
@@ -160,7 +159,7 @@ def _integer(body: dict[str, object], name: str, low: int, high: int) -> int:
         )
     if not low <= value <= high:
         raise BadRequest(
-            f"Field {name} must be an integer from {low} to {high}, not {value}"
+            f"Field {name} must be an integer from {low} to {high}, not {_describe(value)}"
         )
     return value
 
@@ -170,7 +169,8 @@ def _fraction(body: dict[str, object], name: str) -> float:
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))
-        or not math.isfinite(value)
+        # Also refuses NaN and infinities; math.isfinite would overflow on
+        # a huge integer.
         or not 0 <= value <= 1
     ):
         raise BadRequest(
