@@ -4,6 +4,7 @@ token store and the configuration loader.
 """
 
 import datetime
+import re
 import os
 import stat
 import subprocess
@@ -105,9 +106,18 @@ def test_licence_roundtrip_and_refusals(signer):
 
 
 def test_licence_state_follows_the_file(tmp_path, signer):
-    """Activating while running takes effect at the next request; no file means not allowed."""
+    """
+    Activating while running takes effect at the next request; no file means
+    not allowed; a key expires at midnight without a restart; a malformed
+    extra public key does not lock a good licence out.
+    """
     key, public = signer
-    state = lic.LicenseState(str(tmp_path), [public], "dev-1", required=True)
+    day = [datetime.date(2026, 12, 4)]
+    state = lic.LicenseState(str(tmp_path), ["ed25519:typo", public], "dev-1", required=True, today=lambda: day[0])
+    assert not state.allows()
+    lic.store(str(tmp_path), lic.issue(key, device="dev-1", expires=datetime.date(2026, 12, 4)))
+    assert state.allows()
+    day[0] = datetime.date(2026, 12, 5)
     assert not state.allows()
     lic.store(str(tmp_path), lic.issue(key, device="dev-1"))
     assert state.allows()
@@ -180,12 +190,15 @@ def test_config_refuses_unknown_and_mistyped_keys(tmp_path):
         "[auth]\npassword_required = 1\n": "auth.password_required",
         "[vidoe]\n": "[vidoe]",
         "[video]\nstale_after = -1\n": "video.stale_after",
+        "[hid]\nwrite_timeout = nan\n": "hid.write_timeout",
+        "[video]\nmax_restart_delay = inf\n": "video.max_restart_delay",
+        "[license]\npublic_keys = ['ed25519:typo']\n": r"license.public_keys[0]",
         "[hid\n": "not valid TOML",
     }
     for text, name in cases.items():
         path = tmp_path / "c.toml"
         path.write_text(text)
-        with pytest.raises(_config.ConfigError, match=name.replace("[", r"\[")):
+        with pytest.raises(_config.ConfigError, match=re.escape(name)):
             _config.load(str(path))
 
 

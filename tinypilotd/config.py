@@ -7,6 +7,7 @@ or a value of the wrong type is refused with a message that names it
 (C{"hid.write_timeout must be a number, not 'fast'"}).
 """
 
+import math
 import tomllib
 from typing import Any, Mapping
 
@@ -113,8 +114,8 @@ def _checkNonNegative(config: Config) -> None:
         ("video.min_restart_delay", config.video.min_restart_delay),
         ("video.max_restart_delay", config.video.max_restart_delay),
     ]:
-        if value < 0:
-            raise ConfigError(f"{key} must not be negative, not {value!r}")
+        if not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"{key} must be a finite number of at least 0, not {value!r}")
     if config.auth.max_tokens < 1:
         raise ConfigError("auth.max_tokens must be at least 1")
     if config.video.max_restart_delay < config.video.min_restart_delay:
@@ -147,7 +148,22 @@ def fromMapping(data: Mapping[str, object]) -> Config:
             raise ConfigError(f"unknown configuration section [{name}]")
     config = Config(**sections)  # type: ignore[arg-type]
     _checkNonNegative(config)
+    _checkPublicKeys(config.license.public_keys)
     return config
+
+
+def _checkPublicKeys(keys: tuple[str, ...]) -> None:
+    """
+    A mistyped licence key would otherwise show only as "no valid licence"
+    on every request; refuse it at start, naming it.
+    """
+    from tinypilotd.security.license import LicenseError, parsePublicKey
+
+    for i, key in enumerate(keys):
+        try:
+            parsePublicKey(key)
+        except LicenseError as e:
+            raise ConfigError(f"license.public_keys[{i}]: {e}") from None
 
 
 def load(path: str | None) -> Config:

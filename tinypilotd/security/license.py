@@ -124,7 +124,7 @@ def verify(
         try:
             parsePublicKey(text).verify(signature, signed)
             break
-        except InvalidSignature:
+        except (InvalidSignature, LicenseError):
             continue
     else:
         raise LicenseError("licence key signature does not match any configured public key")
@@ -195,6 +195,9 @@ class LicenseState:
         self._today = today
         self._seen: tuple[int, int, int] | None = None
         self._key: str | None = None
+        # The last verdict, valid while the file and the date stay the same:
+        # a signature check per request would cost more than the request.
+        self._verdict: tuple[object, License | LicenseError] | None = None
 
     def _load(self) -> str | None:
         try:
@@ -219,7 +222,17 @@ class LicenseState:
         key = self._load()
         if key is None:
             raise LicenseError("no licence key is activated")
-        return verify(key, self._publicKeys, self._deviceId, self._today)
+        stamp = (self._seen, self._today())
+        if self._verdict is None or self._verdict[0] != stamp:
+            try:
+                verdict: License | LicenseError = verify(key, self._publicKeys, self._deviceId, lambda: stamp[1])
+            except LicenseError as e:
+                verdict = e
+            self._verdict = (stamp, verdict)
+        result = self._verdict[1]
+        if isinstance(result, LicenseError):
+            raise result
+        return result
 
     def allows(self) -> bool:
         """
