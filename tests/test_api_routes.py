@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred, succeed
 
 from tinypilotd.api.app import MAX_BODY, TinyPilotAPI
 from tinypilotd.api.tokens import TokenStore
-from tinypilotd.errors import DeviceUnavailable
+from tinypilotd.errors import Busy, DeviceUnavailable
 from tinypilotd.security.license import LicenseState
 from tinypilotd.video.cache import Frame
 
@@ -27,6 +27,7 @@ class FakeKeyboard:
         self.pastes = []
         self.fail = None
         self.pending = None
+        self.busy = False
 
     def keystroke(self, ks):
         if self.fail:
@@ -37,6 +38,8 @@ class FakeKeyboard:
         return succeed(None)
 
     def paste(self, request):
+        if self.busy:
+            raise Busy("The keyboard is busy: 100000 characters are still waiting to be typed")
         self.pastes.append(request)
 
 
@@ -401,3 +404,14 @@ async def test_hostile_values_are_400_not_500(device, path, body, field):
     assert code == 400, content
     assert field in content
     assert len(content) < 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_paste_when_keyboard_busy_is_503(device):
+    """A paste the keyboard's backlog cannot take is a 503 with Retry-After and the reason."""
+    tok = await token(device)
+    device.keyboard.busy = True
+    code, headers, content = await post(device, "paste", {"text": "hi", "language": "en-US"}, tok)
+    assert code == 503
+    assert headers.getRawHeaders("retry-after") == ["10"]
+    assert b"busy" in content

@@ -610,3 +610,47 @@ async def test_led_fifo_created_after_start_is_picked_up(tmp_path: Path, monkeyp
         finally:
             await kb.stopService()
     assert len(logs.matching("cannot open")) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_paste_backlog_is_bounded(tmp_path: Path, fifo: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    Pastes are refused with Busy once MAX_BACKLOG characters would wait, and
+    accepted again as the backlog is typed; a paste cut short by a failing
+    device gives its untyped characters back to the backlog.
+    """
+    from tinypilotd.errors import Busy
+
+    monkeypatch.setattr("tinypilotd.hid.keyboard.MAX_BACKLOG", 10)
+    r = FifoReader(fifo, pipe_size=PAGE)
+    fill(fifo, PAGE)  # the target is not reading yet
+    kb = Keyboard(fifo, write_timeout=5.0, reactor=reactor)
+    kb.startService()
+    try:
+        kb.paste(paste("abcdef"))
+        kb.paste(paste("ghij"))
+        assert kb.backlog == 10
+        with pytest.raises(Busy, match="10 characters are still waiting"):
+            kb.paste(paste("k"))
+        r.drain()
+        await until(lambda: kb.backlog == 0)
+        kb.paste(paste("k"))
+        await until(lambda: kb.backlog == 0)
+    finally:
+        await kb.stopService()
+        r.close()
+
+    dead = mkfifo(tmp_path, "dead")
+    gone = FifoReader(dead, pipe_size=PAGE)
+    fill(dead, PAGE)
+    kb = Keyboard(dead, write_timeout=0.05, reactor=reactor)
+    kb.startService()
+    try:
+        kb.paste(paste("abcdefgh"))
+        await until(lambda: kb.backlog == 0)  # timed out and dropped
+        kb.paste(paste("abcdefghij"))
+        assert kb.backlog == 10
+    finally:
+        await kb.stopService()
+        gone.close()
+    assert kb.backlog == 0

@@ -13,6 +13,13 @@ class BadRequest(ValueError):
     """
 
 
+class Busy(Exception):
+    """
+    A device's queue holds as much work as it takes; C{str(exc)} is shown to
+    the client as the text/plain body of a 503.
+    """
+
+
 class DeviceUnavailable(Exception):
     """
     A HID gadget device could not take a report (unplugged, unbound, not read

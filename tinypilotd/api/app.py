@@ -23,7 +23,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from tinypilotd.api.site import MAX_BODY
 from tinypilotd.api.tokens import TokenStore, TooManyTokens
-from tinypilotd.errors import BadRequest, DeviceUnavailable
+from tinypilotd.errors import BadRequest, Busy, DeviceUnavailable
 from tinypilotd.hid.reports import Keystroke, MouseEvent, parse_keystroke, parse_mouse_event
 from tinypilotd.paste.layouts import PasteRequest, parse_paste
 from tinypilotd.security.license import LicenseState
@@ -272,7 +272,10 @@ class TinyPilotAPI:
     def paste(self, request: IRequest) -> bytes:
         self._gate(request)
         pasted = parse_paste(_readJSON(request))
-        self._keyboard.paste(pasted)
+        try:
+            self._keyboard.paste(pasted)
+        except Busy as e:
+            raise HTTPError(503, str(e), {"Retry-After": "10"}) from None
         return b""
 
 

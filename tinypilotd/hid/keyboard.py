@@ -27,7 +27,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from tinypilotd.errors import DeviceUnavailable
+from tinypilotd.errors import Busy, DeviceUnavailable
 from tinypilotd.hid.leds import LedReader
 from tinypilotd.hid.reports import (
     KEYBOARD_RELEASE,
@@ -42,6 +42,11 @@ NUM_LOCK = 0x01
 CAPS_LOCK = 0x02
 SCROLL_LOCK = 0x04
 
+#: Characters queued for typing at most, across all pastes: ten pastes of
+#: the largest size, about 100 s of typing on a target polling at 1 kHz.
+#: Beyond it a paste is refused (503) rather than memory and typing time
+#: growing without bound.
+MAX_BACKLOG = 100_000
 #: Reports written back to back before a paste lets the reactor run.
 _REPORTS_PER_TURN = 128
 #: After the daemon taps Caps Lock itself, how long the target's LED reports
@@ -119,6 +124,8 @@ class Keyboard(Service):
         )
         self._keystrokes: deque[tuple[Keystroke, Deferred[None]]] = deque()
         self._pastes: deque[_Paste] = deque()
+        # Characters of queued pastes not typed yet.
+        self.backlog = 0
         self._runner = SerialRunner(self._run, what=f"keyboard {path}", onIdle=self._idle)
         self._stopping = False
         # What the target currently sees: the last report written.
@@ -209,6 +216,7 @@ class Keyboard(Service):
         dropped = [p for p in self._pastes if not p.started]
         for paste in dropped:
             self._pastes.remove(paste)
+            self.backlog -= paste.total
         if dropped:
             self.log.info(
                 "keyboard {path}: shutting down, {count} queued paste(s) dropped",
@@ -255,6 +263,8 @@ class Keyboard(Service):
     def paste(self, request: PasteRequest) -> None:
         """
         Queue a validated text to be typed after everything queued before it.
+
+        @raise Busy: L{MAX_BACKLOG} characters would be waiting.
         """
         if self._stopping:
             self.log.warn(
@@ -264,6 +274,13 @@ class Keyboard(Service):
                 count=len(request.text),
             )
             return
+        count = len(request.text)
+        if self.backlog + count > MAX_BACKLOG:
+            raise Busy(
+                f"The keyboard is busy: {self.backlog} characters are still"
+                f" waiting to be typed (at most {MAX_BACKLOG}); try again later"
+            )
+        self.backlog += count
         self._pastes.append(_Paste(request))
         self._runner.kick()
 
@@ -302,9 +319,14 @@ class Keyboard(Service):
         await self._write(keyboard_report(held | ks.modifiers, ks.usage))
         await self._write(KEYBOARD_RELEASE)
 
+    def _dropCurrentPaste(self) -> _Paste:
+        paste = self._pastes.popleft()
+        self.backlog -= paste.total - paste.typed
+        return paste
+
     async def _typeNextCharacter(self, paste: _Paste) -> None:
         if self._stopping:
-            self._pastes.popleft()
+            self._dropCurrentPaste()
             self.log.info(
                 "keyboard {path}: shutting down, paste stopped after {typed}"
                 " of {total} characters",
@@ -317,7 +339,7 @@ class Keyboard(Service):
             paste.started = True
             self._held = 0
         if paste.typed == paste.total:
-            self._pastes.popleft()
+            self._dropCurrentPaste()
             self.log.info(
                 "keyboard {path}: pasted {total} characters ({layout})",
                 path=self.path,
@@ -333,7 +355,7 @@ class Keyboard(Service):
         try:
             await self._typeCharacter(paste, char)
         except DeviceUnavailable as e:
-            self._pastes.popleft()
+            self._dropCurrentPaste()
             self.log.warn(
                 "keyboard {path}: paste stopped after {typed} of {total}"
                 " characters ({reason}); the rest is dropped and all keys"
@@ -345,6 +367,7 @@ class Keyboard(Service):
             )
             return
         paste.typed += 1
+        self.backlog -= 1
 
     async def _typeCharacter(self, paste: _Paste, char: str) -> None:
         try:
