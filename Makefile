@@ -47,6 +47,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy tinypilotd
 
 bench: $(STAMP)
+	scripts/install-debian-deps wrk nginx
 	for b in bench/*.py; do $(PY) $$b || exit 1; done
 
 # Regenerate the keyboard layout tables from xkeyboard-config.
