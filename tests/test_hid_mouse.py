@@ -173,3 +173,53 @@ async def test_stop_fails_queued_reports(fifo: str) -> None:
         await first
     await stopping
     r.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_failed_button_release_is_retried_until_taken(fifo: str) -> None:
+    """
+    A button is down on the target and the report releasing it times out
+    (the request fails): the release is owed, and written in the background
+    as soon as the target reads again, without another request; one log
+    line says a button may be down, one that it was released.
+    """
+    from hid_support import LogCapture, until
+
+    r = FifoReader(fifo, pipe_size=PAGE)
+    mouse = Mouse(fifo, write_timeout=0.05, reactor=reactor)
+    mouse.startService()
+    try:
+        await mouse.send(move(100, 200, buttons=1))
+        fill(fifo, PAGE - 7)  # the target stops reading; the pipe is full
+        with LogCapture() as logs:
+            with pytest.raises(DeviceUnavailable):
+                await mouse.send(move(100, 200))
+            await sleep(0.2)
+            assert logs.matching("a button may still be down")
+            r.drain()
+            release = mouse_report(move(100, 200))
+            await until(lambda: bytes(r.data).endswith(release))
+            await until(lambda: bool(logs.matching("released the buttons left down")))
+        assert bytes(r.data[:7]) == mouse_report(move(100, 200, buttons=1))
+        assert len(r.data) == PAGE + 7
+    finally:
+        await mouse.stopService()
+        r.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_failed_press_owes_nothing(fifo: str) -> None:
+    """A failed report that presses (not releases) a button leaves no release owed."""
+    from hid_support import LogCapture
+
+    r = FifoReader(fifo, pipe_size=PAGE)
+    fill(fifo, PAGE)
+    mouse = Mouse(fifo, write_timeout=0.05, reactor=reactor)
+    mouse.startService()
+    with LogCapture() as logs:
+        with pytest.raises(DeviceUnavailable):
+            await mouse.send(move(1, 1, buttons=1))
+        await sleep(0.2)
+    assert not logs.matching("may still be down")
+    await mouse.stopService()
+    r.close()

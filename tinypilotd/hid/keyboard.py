@@ -35,7 +35,7 @@ from tinypilotd.hid.reports import (
     Keystroke,
     keyboard_report,
 )
-from tinypilotd.hid.writer import ReportWriter, SerialRunner, detached
+from tinypilotd.hid.writer import ReleaseRetry, ReportWriter, SerialRunner, detached
 from tinypilotd.paste.layouts import CAPS_LOCK_USAGE, PasteRequest, character_reports
 
 NUM_LOCK = 0x01
@@ -52,9 +52,6 @@ _REPORTS_PER_TURN = 128
 #: After the daemon taps Caps Lock itself, how long the target's LED reports
 #: are taken as echoes of those taps rather than news (seconds).
 _CAPS_ECHO_WINDOW = 0.5
-#: Background retries of an owed release: first delay and cap (seconds).
-_RECOVERY_MIN = 0.05
-_RECOVERY_MAX = 2.0
 
 
 @attrs.define
@@ -134,9 +131,7 @@ class Keyboard(Service):
         self._held = 0
         self._lastWriteAt: float | None = None
         self._sinceYield = 0
-        self._recoveryCall: IDelayedCall | None = None
-        self._recoveryDelay = _RECOVERY_MIN
-        self._recoveryDue = False
+        self._release = ReleaseRetry(self._runner, self._clock, what=f"keyboard {path}", thing="key")
 
     # -- LEDs --------------------------------------------------------------
 
@@ -206,7 +201,7 @@ class Keyboard(Service):
         """
         super().stopService()
         self._stopping = True
-        self._cancelRecovery()
+        self._release.cancel()
         if self._capsEcho is not None and self._capsEcho.active():
             self._capsEcho.cancel()
         self._capsEcho = None
@@ -298,15 +293,15 @@ class Keyboard(Service):
                     d.callback(None)
             elif self._pastes:
                 await self._typeNextCharacter(self._pastes[0])
-            elif self._recoveryDue:
-                self._recoveryDue = False
+            elif self._release.due:
+                self._release.due = False
                 await self._recover()
             else:
                 break
 
     def _idle(self) -> None:
         if self._owesRelease() and not self._stopping:
-            self._scheduleRecovery()
+            self._release.schedule()
 
     async def _typeKeystroke(self, ks: Keystroke) -> None:
         await self._settle(keep_held=True)
@@ -424,28 +419,9 @@ class Keyboard(Service):
         self._held = 0
         await self._write(KEYBOARD_RELEASE)
         if owed:
-            self._recovered()
+            self._release.recovered()
 
     # -- releasing keys left down by a failed write ------------------------
-
-    def _scheduleRecovery(self) -> None:
-        if self._recoveryCall is not None and self._recoveryCall.active():
-            return
-        if self._recoveryDelay == _RECOVERY_MIN:
-            self.log.warn(
-                "keyboard {path}: a key may still be down on the target;"
-                " releasing it as soon as the device takes a report",
-                path=self.path,
-            )
-        self._recoveryCall = self._clock.callLater(
-            self._recoveryDelay, self._recoveryTimer
-        )
-        self._recoveryDelay = min(self._recoveryDelay * 2, _RECOVERY_MAX)
-
-    def _recoveryTimer(self) -> None:
-        self._recoveryCall = None
-        self._recoveryDue = True
-        self._runner.kick()
 
     async def _recover(self) -> None:
         if not self._owesRelease():
@@ -454,21 +430,6 @@ class Keyboard(Service):
             await self._settle(keep_held=True)
         except DeviceUnavailable:
             pass  # the runner reschedules with a longer delay
-
-    def _recovered(self) -> None:
-        self._cancelRecovery()
-        if self._recoveryDelay != _RECOVERY_MIN:
-            self.log.info(
-                "keyboard {path}: released the keys left down by a failed write",
-                path=self.path,
-            )
-        self._recoveryDelay = _RECOVERY_MIN
-
-    def _cancelRecovery(self) -> None:
-        if self._recoveryCall is not None and self._recoveryCall.active():
-            self._recoveryCall.cancel()
-        self._recoveryCall = None
-        self._recoveryDue = False
 
 
 def _onOff(flag: bool) -> str:

@@ -8,6 +8,10 @@ the latest position wins, and both requests complete when it is written.  A
 report that changes the buttons, or carries wheel or pan, is never merged or
 dropped, and a move is never merged into one: a click stays where it was
 requested.
+
+A button the target saw go down stays down until a report says otherwise:
+if the report that releases it fails, the release is owed and retried in
+the background until the device takes it, as the keyboard does for keys.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from twisted.logger import Logger
 
 from tinypilotd.errors import DeviceUnavailable
 from tinypilotd.hid.reports import MOUSE_REPORT_SIZE, MouseEvent, mouse_report
-from tinypilotd.hid.writer import ReportWriter, SerialRunner, detached
+from tinypilotd.hid.writer import ReleaseRetry, ReportWriter, SerialRunner, detached
 
 
 @attrs.define
@@ -61,10 +65,16 @@ class Mouse(Service):
             reactor=reactor,
         )
         self._queue: deque[_Pending] = deque()
-        self._runner = SerialRunner(self._run, what=f"mouse {path}")
+        self._runner = SerialRunner(self._run, what=f"mouse {path}", onIdle=self._idle)
         self._stopping = False
         # The last report handed to the device (in flight or written).
         self._last: MouseEvent | None = None
+        # The last report the device took: what the target sees.
+        self._wire: MouseEvent | None = None
+        # A state releasing buttons that are down on the wire, whose report
+        # failed; written in the background until the device takes it.
+        self._owed: MouseEvent | None = None
+        self._release = ReleaseRetry(self._runner, reactor, what=f"mouse {path}", thing="button")
 
     def startService(self) -> None:
         super().startService()
@@ -82,6 +92,7 @@ class Mouse(Service):
         """
         super().stopService()
         self._stopping = True
+        self._release.cancel()
         while self._queue:
             for d in self._queue.popleft().waiters:
                 d.errback(DeviceUnavailable(self.path, "shutting down"))
@@ -128,14 +139,48 @@ class Mouse(Service):
         return detached(d)
 
     async def _run(self) -> None:
-        while self._queue:
-            pending = self._queue.popleft()
-            self._last = pending.event
-            try:
-                await self._writer.write(mouse_report(pending.event))
-            except DeviceUnavailable as e:
-                for d in pending.waiters:
-                    d.errback(e)
+        while True:
+            if self._queue:
+                pending = self._queue.popleft()
+                self._last = pending.event
+                try:
+                    await self._put(pending.event)
+                except DeviceUnavailable as e:
+                    self._owe(pending.event)
+                    for d in pending.waiters:
+                        d.errback(e)
+                else:
+                    for d in pending.waiters:
+                        d.callback(None)
+            elif self._release.due:
+                self._release.due = False
+                if self._owed is not None:
+                    try:
+                        await self._put(self._owed)
+                    except DeviceUnavailable:
+                        pass  # the runner reschedules with a longer delay
             else:
-                for d in pending.waiters:
-                    d.callback(None)
+                break
+
+    async def _put(self, ev: MouseEvent) -> None:
+        await self._writer.write(mouse_report(ev))
+        self._wire = ev
+        if self._owed is not None:
+            self._owed = None
+            self._release.recovered()
+
+    def _owe(self, failed: MouseEvent) -> None:
+        """
+        A report failed: if it would have let go of buttons the target has
+        down, the release is owed; if it asked for them down anyway, nothing
+        is owed any more.
+        """
+        if self._wire is not None and self._wire.buttons & ~failed.buttons:
+            self._owed = MouseEvent(failed.buttons, failed.x, failed.y)
+        elif self._owed is not None:
+            self._owed = None
+            self._release.cancel()
+
+    def _idle(self) -> None:
+        if self._owed is not None and not self._stopping:
+            self._release.schedule()

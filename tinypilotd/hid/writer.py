@@ -50,6 +50,9 @@ T = TypeVar("T")
 
 #: How often an C{EAGAIN}-ed report is retried even without C{POLLOUT}.
 RETRY_INTERVAL = 0.005
+#: Background retries of an owed release: first delay and cap (seconds).
+RELEASE_RETRY_MIN = 0.05
+RELEASE_RETRY_MAX = 2.0
 
 
 def errno_name(code: int | None) -> str:
@@ -141,6 +144,71 @@ class SerialRunner:
             waiters, self._idleWaiters = self._idleWaiters, []
             for waiter in waiters:
                 waiter.callback(None)
+
+
+class ReleaseRetry:
+    """
+    The background retry of a release that a failed write left owed: a key
+    or button still down on the target that nobody asked to hold.
+
+    L{schedule} arms a timer whose delay doubles from L{RELEASE_RETRY_MIN}
+    to L{RELEASE_RETRY_MAX}; when it fires, L{due} is set and the owner's
+    queue runner kicked, and the owner's loop writes the release when no
+    request is waiting.  One log line when a release becomes owed, one when
+    it is made good.
+    """
+
+    log = Logger()
+
+    def __init__(self, runner: SerialRunner, clock: IReactorTime, *, what: str, thing: str) -> None:
+        """
+        @param what: the device, e.g. C{"keyboard /dev/hidg0"}.
+        @param thing: what may be down, C{"key"} or C{"button"}.
+        """
+        self._runner = runner
+        self._clock = clock
+        self._what = what
+        self._thing = thing
+        self._call: IDelayedCall | None = None
+        self._delay = RELEASE_RETRY_MIN
+        self.due = False
+
+    def schedule(self) -> None:
+        if self._call is not None and self._call.active():
+            return
+        if self._delay == RELEASE_RETRY_MIN:
+            self.log.warn(
+                "{what}: a {thing} may still be down on the target; releasing it"
+                " as soon as the device takes a report",
+                what=self._what,
+                thing=self._thing,
+            )
+        self._call = self._clock.callLater(self._delay, self._fire)
+        self._delay = min(self._delay * 2, RELEASE_RETRY_MAX)
+
+    def _fire(self) -> None:
+        self._call = None
+        self.due = True
+        self._runner.kick()
+
+    def recovered(self) -> None:
+        """
+        The release reached the target.
+        """
+        self.cancel()
+        if self._delay != RELEASE_RETRY_MIN:
+            self.log.info(
+                "{what}: released the {thing}s left down by a failed write",
+                what=self._what,
+                thing=self._thing,
+            )
+        self._delay = RELEASE_RETRY_MIN
+
+    def cancel(self) -> None:
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        self.due = False
 
 
 @implementer(IReadDescriptor, IWriteDescriptor)
