@@ -19,9 +19,10 @@ How a table is derived, for each layout:
 2. Each key is pressed with no modifier, Shift, AltGr (Right Alt, when the
    keymap makes it ISO_Level3_Shift) and Shift+AltGr, in a fresh XKB state,
    and the text it produces is recorded.  A key whose keysym is a dead_* key
-   produces nothing on its own; it is followed by Space, and the result of the
-   Compose table is the character (only when every locale in
-   compose_locales agrees).
+   produces nothing on its own; it is followed by Space, or pressed twice
+   (de-DE's dead acute composes an apostrophe with Space but '´' with
+   itself), and the result of the Compose table is the character (only when
+   every locale in compose_locales agrees).
 3. Caps Lock: each press is repeated with Caps Lock locked.  If it still
    gives the character, caps_sensitive is false; if the press with Shift
    toggled gives it, caps_sensitive is true (press_report toggles Shift).
@@ -134,24 +135,45 @@ def produce(kbs: list[TargetKeyboard], reports: list[tuple[int, int]], caps: boo
     return results.pop() if len(results) == 1 else None
 
 
-def way_for_key(kbs: list[TargetKeyboard], usage: int, modifiers: int) -> tuple[str, Way] | None:
-    """How (and whether) pressing C{usage} with C{modifiers} types a character."""
+def ways_for_key(kbs: list[TargetKeyboard], usage: int, modifiers: int) -> list[tuple[str, Way]]:
+    """
+    How (and whether) pressing C{usage} with C{modifiers} types a character:
+    one way for an ordinary key, up to two for a dead key (then Space, or
+    twice).
+    """
     kb = kbs[0]
     kb.reset()
-    name = keysym_name(kb.held_keysym(modifiers, usage))
-    tail = [(0, SPACE)] if name.startswith("dead_") else []
-    reports = [(modifiers, usage)] + tail
+    if not keysym_name(kb.held_keysym(modifiers, usage)).startswith("dead_"):
+        tails: list[tuple[tuple[int, int], ...]] = [()]
+    else:
+        tails = [((0, SPACE),), ((modifiers, usage),)]
+    ways = []
+    for tail in tails:
+        found = _way(kbs, usage, modifiers, tail)
+        if found is not None:
+            ways.append(found)
+    return ways
+
+
+def _way(kbs: list[TargetKeyboard], usage: int, modifiers: int, tail: tuple[tuple[int, int], ...]) -> tuple[str, Way] | None:
+    reports = [(modifiers, usage), *tail]
     char = produce(kbs, reports, caps=False)
     if char is None or not typeable(char):
         return None
-    space = (Press(SPACE, 0, False),) if tail else ()
+
+    def presses(caps_sensitive: bool) -> tuple[Press, ...]:
+        first = Press(usage, modifiers, caps_sensitive)
+        # A dead key pressed twice is compensated like its first press.
+        rest = tuple(first if (m, u) == (modifiers, usage) else Press(u, m, False) for m, u in tail)
+        return (first, *rest)
+
     shown = produce(kbs, reports, caps=True)
     if shown == char:
-        return char, Way((Press(usage, modifiers, False),) + space, True, "")
-    toggled = [(modifiers ^ SHIFT, usage)] + tail
+        return char, Way(presses(False), True, "")
+    toggled = [(m ^ SHIFT if (m, u) == (modifiers, usage) else m, u) for m, u in reports]
     if produce(kbs, toggled, caps=True) == char:
-        return char, Way((Press(usage, modifiers, True),) + space, True, "")
-    return char, Way((Press(usage, modifiers, False),) + space, False, shown or "")
+        return char, Way(presses(True), True, "")
+    return char, Way(presses(False), False, shown or "")
 
 
 def derive(spec: LayoutSpec) -> dict[str, object]:
@@ -166,12 +188,9 @@ def derive(spec: LayoutSpec) -> dict[str, object]:
         best: dict[str, Way] = {}
         for usage in text_usages(spec.iso):
             for modifiers in combos:
-                found = way_for_key(kbs, usage, modifiers)
-                if found is None:
-                    continue
-                char, way = found
-                if char not in best or way.rank() < best[char].rank():
-                    best[char] = way
+                for char, way in ways_for_key(kbs, usage, modifiers):
+                    if char not in best or way.rank() < best[char].rank():
+                        best[char] = way
     finally:
         for kb in kbs:
             kb.close()

@@ -54,7 +54,7 @@ class Layout:
     @ivar tag: canonical IETF language tag, e.g. C{"de-DE"}.
     @ivar xkb_layout: the XKB layout the table was derived from, e.g. C{"ch"}.
     @ivar xkb_variant: the XKB variant, e.g. C{"fr"}; C{""} for the default.
-    @ivar table: character -> presses (one press, or a dead key then Space).
+    @ivar table: character -> presses (one press, or a dead key then Space or itself again).
     @ivar caps_lock_breaks: characters that Caps Lock changes in a way Shift
         cannot undo (C{é} on fr-FR shows C{É} with or without Shift); they
         are typed with Caps Lock switched off around them.
@@ -68,7 +68,8 @@ class Layout:
 
     def presses(self, char: str) -> tuple[KeyPress, ...]:
         """
-        The presses that type C{char}: one, or two (a dead key, then Space).
+        The presses that type C{char}: one, or two (a dead key, then Space or the
+        same dead key again).
 
         @raise KeyError: this layout cannot type C{char}.
         """
