@@ -18,14 +18,15 @@ images.  L{MJPEGSplitter} therefore walks the JPEG structure::
     EOI (FF D9)
 
 A truncated image is recognised when an image start (C{FF D8 FF}) turns up
-where none can be: in entropy-coded data, or in a table or scan header that
-a cut-short length field stretched over the next image.  A malformed image
-is dropped and the search for the next one resumes just after its SOI,
-skipping APP and COM payloads so that a thumbnail is not taken for a frame.
-One case cannot be told apart: an image cut inside its own APP segment
-lets that segment swallow the start of the next image, which is then lost
-(or, if it carries an EXIF thumbnail, the thumbnail alone comes out: a
-whole image, never a broken one).
+where none can be: in entropy-coded data, or in a segment that a cut-short
+length field stretched over the next image.  APP and COM segments before the
+first scan may legitimately hold whole images (EXIF thumbnails), so there an
+image start counts only if its EOI is not in the segment as well: an image
+cut inside its own APP segment is dropped and the image whose start the
+segment swallowed comes out (or is lost, if it ended inside the segment
+too), never the thumbnail and never the cut header glued onto the next
+image's tail.  A malformed image is dropped and the search for the next one
+resumes just after its SOI, skipping thumbnails.
 
 The hot path is C-level: segments are skipped by their length and entropy
 data is searched with one compiled regular expression, so a 1080p frame costs
@@ -46,6 +47,12 @@ DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
 # zero, a restart marker or another fill byte.
 _ENTROPY_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 _START = b"\xff\xd8\xff"  # SOI, then the first segment's marker
+# Image starts and ends inside an APP or COM payload.
+_BOUNDARY = re.compile(rb"\xff(?:\xd8\xff|\xd9)")
+# Fill bytes and standalone markers (TEM, RSTn) between header segments.
+_FILL = re.compile(rb"(?:\xff++[\x01\xd0-\xd7])*+\xff*+")
+# A run of SOIs: images cut short right after their start.
+_SOIS = re.compile(rb"(?:\xff\xd8)++")
 
 _SOI = 0xD8
 _EOI = 0xD9
@@ -103,6 +110,7 @@ class MJPEGSplitter:
         self._width = 0
         self._height = 0
         self._discarding = False
+        self._scanned = False  # an SOS of the current image has been walked
         self._skip = 0  # bytes of a discarded segment still to come
         # Payload ranges of the current image's APPn and COM segments, which
         # may hold whole JPEG images of their own (EXIF thumbnails).
@@ -176,6 +184,7 @@ class MJPEGSplitter:
         self._pos = 2
         self._width = self._height = 0
         self._discarding = False
+        self._scanned = False
         self._embedded = []
         if self._garbage_run:
             self.log.warn(
@@ -212,17 +221,23 @@ class MJPEGSplitter:
             self._drop_corrupt(f"no marker at offset {pos}")
             return True
         marker = buf[pos + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            self._pos = pos + 1
+        if marker == 0xFF or marker == _TEM or 0xD0 <= marker <= 0xD7:
+            # Skip the whole run of fill bytes and standalone markers, and
+            # stop on the FF of the next real marker.
+            run = _FILL.match(buf, pos)
+            assert run is not None
+            skip = run.end()
+            self._pos = skip - 1 if buf[skip - 1] == 0xFF else skip
             return True
         if marker == _SOI:
-            self._drop_truncated(pos)
+            # Each SOI but the last of a run starts an empty image.
+            run = _SOIS.match(buf, pos)
+            assert run is not None
+            last = run.end() - 2
+            self._drop_truncated(last, count=(last - pos) // 2 + 1)
             return True
         if marker == _EOI:
             self._drop_corrupt("image ended before its first scan")
-            return True
-        if marker == _TEM or 0xD0 <= marker <= 0xD7:
-            self._pos = pos + 2
             return True
         if marker == 0x00:
             self._drop_corrupt("stuffed byte outside entropy data")
@@ -234,15 +249,19 @@ class MJPEGSplitter:
             self._drop_corrupt(f"segment length {length} at offset {pos}")
             return True
         end = pos + 2 + length
-        embedded = 0xE0 <= marker <= 0xEF or marker == 0xFE
-        if not embedded:
-            # Tables and scan headers never contain an image start: if one
-            # is there, this image was cut short and its last length field
-            # claimed the start of the next one.
+        # EXIF thumbnails live in APP segments before the first scan.
+        embedded = not self._scanned and (0xE0 <= marker <= 0xEF or marker == 0xFE)
+        if embedded:
+            # An image start in the length field: cut short right there.
+            start = buf.find(_START, pos + 2, pos + 6)
+        else:
+            # Other segments never contain an image start: if one is there,
+            # this image was cut short and its last length field claimed the
+            # start of the next one.
             start = buf.find(_START, pos + 2, min(end + 2, n))
-            if start >= 0:
-                self._drop_truncated(start)
-                return True
+        if start >= 0:
+            self._drop_truncated(start)
+            return True
         if end > n:
             if self._discarding:
                 # Drop what we have of this segment and the rest as it comes.
@@ -252,6 +271,12 @@ class MJPEGSplitter:
                 self._state = _ENTROPY if marker == _SOS else _HEADER
             return False
         if embedded:
+            if end + 2 > n and 0xFF in buf[end - 2 : end]:
+                return False  # an image start may straddle the segment's end
+            start = self._swallowed(pos + 2, end)
+            if start >= 0:
+                self._drop_truncated(start)
+                return True
             self._embedded.append((pos + 4, end))
         elif marker in _SOF:
             if self._width or self._height:
@@ -268,7 +293,34 @@ class MJPEGSplitter:
         self._pos = end
         if marker == _SOS:
             self._state = _ENTROPY
+            self._scanned = True
         return True
+
+    def _swallowed(self, start: int, end: int) -> int:
+        """
+        Find the image start that an APP or COM segment took in when its
+        image was cut short inside it, if any.
+
+        A thumbnail is a whole image, its EOI inside the segment too.  So
+        the images in C{buf[start:end]} (their starts may straddle C{end})
+        are matched with their ends, nested ones included; if one is left
+        open, the segment ran into the next image, which starts at the
+        first image start that is not a whole image of its own.
+
+        @return: the offset of that image start, or -1.
+        """
+        buf = self._buf
+        depth = 0
+        first = -1
+        for m in _BOUNDARY.finditer(buf, start, end + 2):
+            i = m.start()
+            if buf[i + 1] == _SOI:
+                if not depth:
+                    first = i
+                depth += 1
+            elif depth and i + 2 <= end:
+                depth -= 1
+        return first if depth else -1
 
     def _finish(self, end: int) -> None:
         buf = self._buf
@@ -292,14 +344,27 @@ class MJPEGSplitter:
         del buf[:end]
         self._state = _SEEK
 
-    def _drop_truncated(self, at: int) -> None:
-        if not self._discarding:
-            self.truncated += 1
+    def _drop_truncated(self, at: int, count: int = 1) -> None:
+        """
+        Drop the current image, cut short by the image starting at C{at},
+        and C{count - 1} empty images before that start.
+        """
+        if self._discarding:
+            count -= 1  # the current image was counted as oversize
+        if count == 1:
             self.log.warn(
                 "dropping a truncated video frame ({size} bytes before the next"
                 " image started)",
                 size=at,
             )
+        elif count > 1:
+            self.log.warn(
+                "dropping {count} truncated video frames ({size} bytes before"
+                " the next image started)",
+                count=count,
+                size=at,
+            )
+        self.truncated += count
         del self._buf[:at]
         self._state = _SEEK
 
