@@ -392,6 +392,54 @@ def test_stop_twice_and_restart_service() -> None:
     assert cache.pipeline_up
 
 
+@pytest.mark.parametrize("ignore_term", [False, True])
+def test_start_while_stopping(ignore_term: bool, logged: list[str]) -> None:
+    """
+    Starting the service again before the stopped child has exited lets
+    the stop finish: its Deferred fires once that child is gone (after
+    SIGTERM, or SIGKILL if TERM is ignored), and a new child starts at
+    once, without the restart delay of a crash.
+    """
+    service, reactor, cache = _service(kill_grace=2.0, min_restart_delay=5.0)
+    reactor.ignore_term = ignore_term
+    service.startService()
+    first = reactor.child
+    d = service.stopService()
+    service.startService()
+    assert len(reactor.processes) == 1
+    reactor.advance(2.0 if ignore_term else 0.5)
+    assert _fired(d)
+    assert first.signals == (["TERM", "KILL"] if ignore_term else ["TERM"])
+    assert len(reactor.processes) == 2
+    assert reactor.child.pid is not None and cache.pipeline_up
+    assert any(line.startswith("video capture stopped") for line in logged)
+    reactor.advance(100)
+    assert reactor.child.signals == []
+    assert len(reactor.processes) == 2 and service.running
+
+
+def test_start_while_stopping_an_unkillable_child() -> None:
+    """
+    If the service starts again while a stop waits for a child that
+    survives SIGKILL, giving up on that child completes the stop and
+    starts a new one.
+    """
+    service, reactor, cache = _service(kill_grace=2.0)
+    reactor.ignore_term = reactor.ignore_kill = True
+    service.startService()
+    first = reactor.child
+    d = service.stopService()
+    service.startService()
+    reactor.advance(2.0)  # SIGKILL
+    assert not d.called
+    reactor.advance(2.0)
+    assert _fired(d)
+    assert len(reactor.processes) == 2
+    first.exit(signal=9)  # gone at last: the new child carries on
+    reactor.advance(100)
+    assert len(reactor.processes) == 2 and reactor.child.pid is not None
+
+
 def test_missing_command_is_retried_with_backoff(logged: list[str]) -> None:
     """
     A command that cannot be executed (not installed) is logged as such,

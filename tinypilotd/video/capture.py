@@ -269,6 +269,10 @@ class CaptureService(Service):
         return self._delay
 
     def startService(self) -> None:
+        """
+        Start the child, or, if a stop is still waiting for the last one to
+        exit, start a new one as soon as it has.
+        """
         super().startService()
         self._delay = self.min_restart_delay
         if self._child is None:
@@ -333,6 +337,8 @@ class CaptureService(Service):
         )
         self._child = None
         self._fire_gone()
+        if self.running and self._child is None:
+            self._spawn()  # started again while the stop was waiting
 
     def _fire_gone(self) -> None:
         gone, self._gone = self._gone, []
@@ -412,13 +418,18 @@ class CaptureService(Service):
         self._kill = self._abandon = None
         ran = self._clock.seconds() - self._started_at
         status = describe_exit(reason)
-        if not self.running:
+        if self._gone or not self.running:
+            # Stopped on purpose, even if started again since: the stop is
+            # over, and a start that found this child still there gets a
+            # new one now.
             self.log.info(
                 "video capture stopped ({status}) after {ran:.1f}s",
                 status=status,
                 ran=ran,
             )
             self._fire_gone()
+            if self.running and self._child is None:
+                self._spawn()
             return
         delay = self._next_delay(young=ran < self.stable_run)
         self.log.warn(
